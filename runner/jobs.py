@@ -144,7 +144,9 @@ class SubJob:
     ``reads``/``writes`` are workspace-relative path templates formatted with
     the sub-job's params. ``process_group``: consecutive sub-jobs of one job
     with the same non-empty group (e.g. the model they load) share one
-    worker process.
+    worker process. ``uses`` names the params the result depends on (default:
+    all); only those decide whether a completed sub-job must rerun, so
+    changing one param reruns just the sub-jobs it affects.
     """
 
     name: str
@@ -153,6 +155,7 @@ class SubJob:
     reads: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
     process_group: str = ""
+    uses: Sequence[str] | None = None
 
     def resolved_reads(self) -> list[str]:
         return [format_path(p, self.params) for p in self.reads]
