@@ -146,6 +146,21 @@ class RunTest(TempWorkspace, unittest.TestCase):
         self.assertIn("it has: first, second", result.stderr)
 
 
+class ProcessTest(TempWorkspace, unittest.TestCase):
+    def pids(self) -> dict[str, str]:
+        return {n: (self.ws / f"experiments/fixture/pid-{n}.txt").read_text() for n in "abc"}
+
+    def test_each_subjob_in_its_own_process_unless_grouped(self):
+        self.assertEqual(self.cli("--jobs", "fixture_pids").returncode, 0)
+        pids = self.pids()
+        self.assertEqual(pids["a"], pids["b"])
+        self.assertNotEqual(pids["a"], pids["c"])
+
+    def test_inline_runs_in_the_runner_process(self):
+        self.assertEqual(self.cli("--jobs", "fixture_pids", "--inline").returncode, 0)
+        self.assertEqual(len(set(self.pids().values())), 1)
+
+
 class ShutdownTest(TempWorkspace, unittest.TestCase):
     def shutdown_command(self) -> str:
         marker = self.ws.parent / "shutdown.log"
