@@ -485,7 +485,9 @@ class HuginnForCausalLM(HuginnPreTrainedModel, GenerationMixin):
         k_pos = torch.arange(keys, device=device)[None, :]
         allowed = (k_pos <= q_pos)[None, None]  # causal, bottom-right aligned
         if padded:
-            am = attention_mask.to(device).bool()  # type: ignore[union-attr]
+            am = attention_mask.to(device)  # type: ignore[union-attr]
+            # 1/0 or True/False = keep/pad; a float 4-D mask is additive (0 = keep, -inf = masked).
+            am = (am == 0) if am.is_floating_point() and am.dim() == 4 else am.bool()
             if am.dim() == 2:
                 allowed = allowed & am[:, None, None, :]
             elif am.dim() == 3:

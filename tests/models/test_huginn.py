@@ -228,6 +228,7 @@ class TestLoadingPublishedLayout(unittest.TestCase):
             self.assertTrue(torch.equal(params[name].detach(), self.state[name]), name)
         self.assertEqual(set(params), set(published_weight_names(1, 2, 1)))
         self.assertEqual(list(info["missing_keys"]), [])
+        self.assertEqual(list(info["unexpected_keys"]), [])  # the published freqs_cis buffer is recomputed
         self.assertIs(model.lm_head.weight, model.transformer.wte.weight)
 
     def test_tied_head_loads_without_lm_head_entry(self) -> None:
@@ -263,6 +264,18 @@ class TestNumberingAndHiddenStates(unittest.TestCase):
         self.assertEqual(pub.name(66), "core.0@step16")
         with self.assertRaises(IndexError):
             pub.alias(132)
+
+    def test_published_size_model_layers(self) -> None:
+        with torch.device("meta"):  # 3.5B parameters, no memory
+            model = HuginnForCausalLM(HuginnConfig())
+        layers = HuginnAdapter().layers(model)
+        self.assertEqual(len(layers), 132)
+        self.assertEqual(
+            [layers[i].name for i in (0, 1, 2, 66, 127, 129, 130, 131)],
+            ["prelude.0", "prelude.1", "core.0@step0", "core.0@step16", "core.1@step31", "core.3@step31", "coda.0", "coda.1"],
+        )
+        self.assertIs(layers[66].block, model.transformer.core_block[0])
+        self.assertEqual(layers[129].alias, ("core", 3, 31))
 
     def test_hidden_states_per_block_and_step(self) -> None:
         model = tiny_model()
