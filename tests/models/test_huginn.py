@@ -189,6 +189,19 @@ def reference_logits(state: dict[str, torch.Tensor], ids: torch.Tensor, steps: i
     return y @ state["transformer.wte.weight"].T
 
 
+_THREADS = torch.get_num_threads()
+
+
+def setUpModule() -> None:
+    # Tiny matrices gain nothing from intra-op threads, and on a busy machine
+    # the thread pool's contention makes each forward ~30x slower.
+    torch.set_num_threads(1)
+
+
+def tearDownModule() -> None:
+    torch.set_num_threads(_THREADS)
+
+
 def tiny_model(seed: int = 0, **overrides: object) -> HuginnForCausalLM:
     torch.manual_seed(seed)
     return HuginnForCausalLM(HuginnConfig(**{**TINY, **overrides})).eval()
@@ -379,6 +392,40 @@ class TestVisitHooks(unittest.TestCase):
             for h in handles:
                 h.remove()
         self.assertEqual(calls, {"attn": 1, "mlp": 1})
+
+
+class TestWithLatentrunHooks(unittest.TestCase):
+    """The shared capture/steering context managers address Huginn layers through HuginnAdapter."""
+
+    def setUp(self) -> None:
+        try:
+            from models.capture import capture
+            from models.steering import steer
+        except ImportError as err:  # pragma: no cover - the hooks modules are built alongside
+            self.skipTest(f"hooks not available: {err}")
+        self.capture, self.steer = capture, steer
+
+    def test_capture_all_layers_equals_hidden_states(self) -> None:
+        model = tiny_model()
+        ids = torch.randint(1, 128, (2, 5))
+        with torch.no_grad():
+            ref = model(ids, num_steps=3, init_scale=0, output_hidden_states=True).hidden_states
+            with self.capture(model, None, reduction="last") as cap:
+                model(ids, num_steps=3, init_scale=0)
+        self.assertEqual(sorted(k for k in cap.values if k != "embed"), list(range(1 + 2 * 3 + 1)))
+        for index in range(1 + 2 * 3 + 1):
+            torch.testing.assert_close(cap.values[index], ref[1 + index][:, -1])
+
+    def test_steer_by_alias_acts_at_one_step(self) -> None:
+        model = tiny_model()
+        ids = torch.randint(1, 128, (1, 5))
+        with torch.no_grad():
+            base = model(ids, num_steps=3, init_scale=0, output_hidden_states=True).hidden_states
+            with self.steer(model, [("core", 0, 1)], torch.ones(32), scale=2.0):
+                steered = model(ids, num_steps=3, init_scale=0, output_hidden_states=True).hidden_states
+        index = model.numbering().core_index(0, 1)
+        torch.testing.assert_close(steered[index], base[index])  # layer index-1 (= core.1@step0) untouched
+        torch.testing.assert_close(steered[1 + index], base[1 + index] + 2.0 / math.sqrt(32))
 
 
 class TestRecurrenceAndState(unittest.TestCase):
