@@ -252,5 +252,40 @@ class ActiveLayersTest(unittest.TestCase):
         self.assertEqual(len(model.core._forward_hooks), 0)
 
 
+class HuginnIntegrationTest(unittest.TestCase):
+    """Capture and steering on the shared core blocks of our Huginn model, by flat index and alias."""
+
+    def test_steering_one_recurrence_step(self) -> None:
+        try:
+            from models.huginn import HuginnConfig, HuginnForCausalLM
+        except ImportError:
+            self.skipTest("models.huginn not available")
+        torch.manual_seed(0)
+        config = HuginnConfig(n_embd=32, num_attention_heads=2, vocab_size=128, intermediate_size=48,
+                              n_layers_in_prelude=1, n_layers_in_recurrent_block=2, n_layers_in_coda=1,
+                              mean_recurrence=3)
+        model = HuginnForCausalLM(config).eval()
+        ids = torch.randint(3, 120, (2, 6), generator=torch.Generator().manual_seed(0))
+        direction = torch.randn(32)
+        u = direction / direction.norm()
+        with torch.no_grad():
+            with capture(model, "all", reduction="all") as base:
+                out = model(input_ids=ids, init_scale=0.0, output_hidden_states=True)
+            n = len(base.layers)
+            self.assertEqual(n, 1 + 2 * 3 + 1)
+            for i in range(n - 1):
+                torch.testing.assert_close(base.values[i], out.hidden_states[i + 1], rtol=0, atol=0)
+            with steer(model, ("core", 0, 1), direction, scale=3.0), \
+                    capture(model, "all", reduction="all") as cap:
+                model(input_ids=ids, init_scale=0.0)
+        k = 1 + 2 * 1 + 0  # prelude, then step 0's two core blocks
+        self.assertEqual(cap.layers[k].alias, ("core", 0, 1))
+        for i in range(k):
+            torch.testing.assert_close(cap.values[i], base.values[i], rtol=0, atol=0)
+        torch.testing.assert_close(cap.values[k] - base.values[k], (3.0 * u).expand(2, 6, 32))
+        self.assertFalse(torch.equal(cap.values[k + 1], base.values[k + 1]))
+        self.assertTrue(all(not m._forward_pre_hooks for m in model.modules()))
+
+
 if __name__ == "__main__":
     unittest.main()
