@@ -498,6 +498,46 @@ class HuginnForCausalLM(HuginnPreTrainedModel, GenerationMixin):
             allowed = allowed | (k_pos == q_pos)[None, None]
         return allowed.expand(batch, 1, seq, keys)
 
+    @staticmethod
+    def _loss(
+        logits: Tensor, labels: Tensor | None, input_ids: Tensor | None, shift_labels: bool | Tensor | None
+    ) -> Tensor:
+        """Mean next-token cross-entropy (ignore index -100) under either labelling convention.
+
+        The published model takes labels already aligned with the logits
+        (``model(ids[:, :-1], labels=ids[:, 1:])``); transformers code passes
+        ``labels=input_ids`` and expects the model to shift. With
+        ``shift_labels=None`` the model tells them apart: labels whose
+        non-ignored entries all equal ``input_ids`` would ask each position to
+        predict itself — never meaningful — so they are shifted. ``True`` /
+        ``False`` force a convention; a tensor is taken as pre-shifted labels
+        (transformers' own ``shift_labels`` argument).
+        """
+        if isinstance(shift_labels, Tensor):
+            aligned_logits, aligned = logits, shift_labels
+        else:
+            assert labels is not None
+            shift = shift_labels
+            if shift is None:
+                keep = labels != -100
+                shift = (
+                    input_ids is not None
+                    and labels.shape == input_ids.shape
+                    and bool(keep.any())
+                    and bool((labels.to(input_ids.device)[keep] == input_ids[keep]).all())
+                )
+            aligned_logits, aligned = (logits[:, :-1], labels[:, 1:]) if shift else (logits, labels)
+        if aligned_logits.shape[1] != aligned.shape[1]:
+            raise ValueError(
+                f"labels cover {aligned.shape[1]} positions but the logits {aligned_logits.shape[1]} "
+                "(logits_to_keep with labels?)"
+            )
+        return F.cross_entropy(
+            aligned_logits.reshape(-1, aligned_logits.shape[-1]),
+            aligned.reshape(-1).to(aligned_logits.device),
+            ignore_index=-100,
+        )
+
     # ---- forward
 
     def forward(
@@ -518,7 +558,7 @@ class HuginnForCausalLM(HuginnPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         inputs_embeds: Tensor | None = None,
         generator: torch.Generator | None = None,
-        shift_labels: bool = False,
+        shift_labels: bool | Tensor | None = None,
         logits_to_keep: int = 0,
         **kwargs: Any,
     ) -> HuginnCausalLMOutput | tuple:
@@ -528,8 +568,9 @@ class HuginnForCausalLM(HuginnPreTrainedModel, GenerationMixin):
         None = ``config.mean_recurrence`` in eval. ``init_scale`` scales the
         random initial state (0 = zero state); ``generator`` seeds it.
         ``labels`` are aligned with the logits, as in the published model
-        (the caller shifts); pass ``shift_labels=True`` for the usual
-        transformers convention (labels = input_ids). ``use_cache`` defaults
+        (the caller shifts), except that labels equal to ``input_ids`` (the
+        transformers convention) are shifted here — see :meth:`_loss`.
+        ``use_cache`` defaults
         to False, as published.
         """
         details = dict(_DEFAULT_OUTPUT_DETAILS)
@@ -609,9 +650,8 @@ class HuginnForCausalLM(HuginnPreTrainedModel, GenerationMixin):
         head_in = x[:, -logits_to_keep:] if logits_to_keep else x
         logits = self.lm_head(head_in).float()
         loss = log_ppl = None
-        if labels is not None:
-            lg, lb = (logits[:, :-1], labels[:, 1:]) if shift_labels else (logits, labels)
-            loss = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1).to(lg.device), ignore_index=-100)
+        if labels is not None or isinstance(shift_labels, Tensor):
+            loss = self._loss(logits, labels, input_ids, shift_labels)
             log_ppl = loss.detach().clone()
 
         stats = None

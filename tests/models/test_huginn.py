@@ -472,11 +472,22 @@ class TestRecurrenceAndState(unittest.TestCase):
     def test_labels_are_aligned_as_published_or_shifted_on_request(self) -> None:
         model = tiny_model()
         ids = torch.randint(0, 128, (2, 6))
-        out = model(ids[:, :-1], labels=ids[:, 1:], num_steps=2, init_scale=0)
-        shifted = model(ids, labels=ids, shift_labels=True, num_steps=2, init_scale=0)
+        out = model(ids[:, :-1], labels=ids[:, 1:], num_steps=2, init_scale=0)  # published convention
         want = F.cross_entropy(out.logits.reshape(-1, 128), ids[:, 1:].reshape(-1))
         torch.testing.assert_close(out.loss, want)
-        torch.testing.assert_close(shifted.loss, want)
+        # transformers convention (labels = input_ids, padding as -100) is recognised and shifted
+        padded_labels = ids.clone()
+        padded_labels[0, -1] = -100
+        hf = model(ids, labels=padded_labels, num_steps=2, init_scale=0)
+        hf_want = F.cross_entropy(
+            hf.logits[:, :-1].reshape(-1, 128), padded_labels[:, 1:].reshape(-1), ignore_index=-100
+        )
+        torch.testing.assert_close(hf.loss, hf_want)
+        forced = model(ids, labels=ids, shift_labels=True, num_steps=2, init_scale=0)
+        torch.testing.assert_close(forced.loss, F.cross_entropy(forced.logits[:, :-1].reshape(-1, 128), ids[:, 1:].reshape(-1)))
+        # transformers' pre-shifted form: shift_labels = labels[1:] padded with -100
+        pre = model(ids, shift_labels=F.pad(ids[:, 1:], (0, 1), value=-100), num_steps=2, init_scale=0)
+        torch.testing.assert_close(pre.loss, forced.loss)
         out.loss.backward()
         self.assertIsNotNone(model.transformer.core_block[0].attn.Wqkv.weight.grad)
 
