@@ -217,7 +217,12 @@ def _forward_logits(
     device = _input_device(model)
     ids, mask, starts = _pad_batch(rows, pad_id, side, device)
     kwargs = dict(forward_kwargs)
-    kwargs.setdefault("attention_mask", mask)
+    if _accepts(model, "attention_mask"):
+        kwargs.setdefault("attention_mask", mask)
+    elif side == "left":
+        raise TypeError(f"{type(model).__name__}.forward takes no attention_mask; use padding_side='right'")
+    # Right padding needs no mask for correctness (pads follow every real token); it is passed when
+    # accepted so hooks can find the last real token from it.
     if side == "left":
         if not _accepts(model, "position_ids"):
             raise TypeError(
@@ -295,6 +300,8 @@ def score_continuations_detailed(
         raise ValueError("batch_size must be >= 1")
     _check_padding_side(padding_side)
     limit = max_length if max_length is not None else model_max_length(model)
+    if add_bos is None:
+        add_bos = _tokenizer_adds_bos(tokenizer)  # once, not per request
 
     # (input ids, target ids, truncated). Input position j predicts token j + 1 of ctx + cont, so
     # the continuation is predicted by the last len(cont) input positions.

@@ -204,6 +204,28 @@ class ScoringTest(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "position_ids"):
             score_continuations(model, self.tok, CONTEXTS[:2], CONTINUATIONS[:2], padding_side="left")
 
+    def test_huginn_num_steps_passed_through(self) -> None:
+        from models.huginn import HuginnConfig, HuginnForCausalLM
+
+        torch.manual_seed(0)
+        model = HuginnForCausalLM(HuginnConfig(
+            n_embd=32, num_attention_heads=2, vocab_size=len(self.tok), intermediate_size=48,
+            n_layers_in_prelude=1, n_layers_in_recurrent_block=2, n_layers_in_coda=1, mean_recurrence=3,
+        )).eval()
+        kw = dict(num_steps=2, init_scale=0.0)  # zero initial state: deterministic
+        one = score_continuations(model, self.tok, CONTEXTS, CONTINUATIONS, batch_size=1, **kw)
+        for side in ("right", "left"):
+            many = score_continuations(model, self.tok, CONTEXTS, CONTINUATIONS, batch_size=4, padding_side=side, **kw)
+            for a, b in zip(one, many):
+                self.assertAlmostEqual(a, b, places=4, msg=side)
+        ctx, cont = encode_pair(self.tok, CONTEXTS[0], CONTINUATIONS[0])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont]), **kw).logits[0].float(), -1)
+        want = sum(logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont))
+        self.assertAlmostEqual(one[0], want, places=4)
+        deeper = score_continuations(model, self.tok, CONTEXTS[:1], CONTINUATIONS[:1], num_steps=5, init_scale=0.0)
+        self.assertNotAlmostEqual(deeper[0], one[0], places=4)
+
     def test_bad_arguments(self) -> None:
         model = self.models["llama"]
         with self.assertRaises(ValueError):
