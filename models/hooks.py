@@ -146,6 +146,7 @@ class InputTracker:
         if self.fixed_prompt_length is not None:
             return
         if past > 0:
+            self._prev_ids = None  # a cached run: the next cache-less forward starts a new sequence
             if self.prompt_length is None:
                 self.prompt_length = past  # a cache made elsewhere: its tokens are the prompt
             return
