@@ -622,7 +622,10 @@ class HuginnForCausalLM(HuginnPreTrainedModel, GenerationMixin):
                     hidden.append(x)
             prelude_out = x
 
-            state = self.initialize_state(prelude_out, init_scale, generator) if input_states is None else input_states.clone()
+            if input_states is None:
+                state = self.initialize_state(prelude_out, init_scale, generator)
+            else:
+                state = input_states.clone()
             previous = state
             for step in range(total_steps):
                 with torch.set_grad_enabled(torch.is_grad_enabled() and step >= steps_no_grad):

@@ -285,7 +285,8 @@ class TestNumberingAndHiddenStates(unittest.TestCase):
         self.assertEqual(len(layers), 132)
         self.assertEqual(
             [layers[i].name for i in (0, 1, 2, 66, 127, 129, 130, 131)],
-            ["prelude.0", "prelude.1", "core.0@step0", "core.0@step16", "core.1@step31", "core.3@step31", "coda.0", "coda.1"],
+            ["prelude.0", "prelude.1", "core.0@step0", "core.0@step16",
+             "core.1@step31", "core.3@step31", "coda.0", "coda.1"],
         )
         self.assertIs(layers[66].block, model.transformer.core_block[0])
         self.assertEqual(layers[129].alias, ("core", 3, 31))
@@ -318,7 +319,9 @@ class TestNumberingAndHiddenStates(unittest.TestCase):
         self.assertIsInstance(adapter, HuginnAdapter)
         layers = adapter.layers(model)
         self.assertEqual(len(layers), 1 + 2 * 3 + 1)  # config.mean_recurrence = 3
-        self.assertEqual([layer.name for layer in layers[:4]], ["prelude.0", "core.0@step0", "core.1@step0", "core.0@step1"])
+        self.assertEqual(
+            [layer.name for layer in layers[:4]], ["prelude.0", "core.0@step0", "core.1@step0", "core.0@step1"]
+        )
         self.assertEqual(layers[-1].name, "coda.0")
         self.assertEqual(layers[4].alias, ("core", 1, 1))
         self.assertIs(layers[1].block, layers[3].block)
@@ -384,7 +387,10 @@ class TestVisitHooks(unittest.TestCase):
 
             return hook
 
-        handles = [target.attention.register_forward_hook(counter("attn")), target.mlp.register_forward_hook(counter("mlp"))]
+        handles = [
+            target.attention.register_forward_hook(counter("attn")),
+            target.mlp.register_forward_hook(counter("mlp")),
+        ]
         try:
             with torch.no_grad():
                 model(torch.randint(0, 128, (1, 4)), num_steps=3, init_scale=0)
@@ -484,7 +490,8 @@ class TestRecurrenceAndState(unittest.TestCase):
         )
         torch.testing.assert_close(hf.loss, hf_want)
         forced = model(ids, labels=ids, shift_labels=True, num_steps=2, init_scale=0)
-        torch.testing.assert_close(forced.loss, F.cross_entropy(forced.logits[:, :-1].reshape(-1, 128), ids[:, 1:].reshape(-1)))
+        forced_want = F.cross_entropy(forced.logits[:, :-1].reshape(-1, 128), ids[:, 1:].reshape(-1))
+        torch.testing.assert_close(forced.loss, forced_want)
         # transformers' pre-shifted form: shift_labels = labels[1:] padded with -100
         pre = model(ids, shift_labels=F.pad(ids[:, 1:], (0, 1), value=-100), num_steps=2, init_scale=0)
         torch.testing.assert_close(pre.loss, forced.loss)
@@ -504,7 +511,8 @@ class TestCacheAndGenerate(unittest.TestCase):
             self.assertEqual(len(cache.layers), 1 + 2 * 3 + 1)
             parts = [pre.logits]
             for t in range(5, 8):
-                parts.append(model(ids[:, t : t + 1], num_steps=3, init_scale=0, past_key_values=cache, use_cache=True).logits)
+                step = model(ids[:, t : t + 1], num_steps=3, init_scale=0, past_key_values=cache, use_cache=True)
+                parts.append(step.logits)
             two = model(ids[:, :6], num_steps=3, init_scale=0)  # a 2-token chunk after a cached prefix
         torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
         self.assertEqual(cache.get_seq_length(), 8)
