@@ -421,6 +421,9 @@ class TestWithLatentrunHooks(unittest.TestCase):
         self.assertEqual(sorted(k for k in cap.values if k != "embed"), list(range(1 + 2 * 3 + 1)))
         for index in range(1 + 2 * 3 + 1):
             torch.testing.assert_close(cap.values[index], ref[1 + index][:, -1])
+        with torch.no_grad(), self.capture(model, ["embed"], reduction="last") as cap:
+            model(ids, num_steps=3, init_scale=0)
+        torch.testing.assert_close(cap.values["embed"], ref[0][:, -1])  # the scaled embedding
 
     def test_steer_by_alias_acts_at_one_step(self) -> None:
         model = tiny_model()
