@@ -90,6 +90,18 @@ class Executor(ABC):
         return records
 
     def execute_run(self, run: PlannedRun, done: dict[str, dict[str, Any]]) -> RunRecord:
+        manifest, record = self.open_run(run)
+        status = "completed"
+        for group in process_groups(run.subjobs):
+            pending = self.pending(run, group, manifest, record, done)
+            if pending:
+                status = self._run_group(run, pending, manifest, record, done)
+                if status != "completed":
+                    break
+        self.finish_run(run, manifest, record, status)
+        return record
+
+    def open_run(self, run: PlannedRun) -> tuple[Manifest, RunRecord]:
         manifest = Manifest.open(
             self.workspace.runs, run.run_id, job=run.job.name, plugin=run.job.plugin, params=run.params,
             device_map=run.device_map.to_json(), executor=self.name, command=self.options.command,
@@ -99,33 +111,45 @@ class Executor(ABC):
         manifest.data["status"] = "running"
         manifest.save()
         self.pm.hook.latentrun_job_start(job=run.job, run=record)
-        status = "completed"
-        for group in process_groups(run.subjobs):
-            pending = []
-            for planned in group:
-                if self._is_complete(planned, done):
-                    self._record(manifest, record, planned, {"status": "completed", "reused": True,
-                                                            "reused_from": done[planned.key].get("run_id", "")})
-                    self.pm.hook.latentrun_subjob_finish(job=run.job, subjob=planned.subjob, run=record,
-                                                         status="skipped")
-                    print(f"  skip {run.job.name}/{planned.name}: completed earlier (--force reruns it)", flush=True)
-                else:
-                    pending.append(planned)
-            if pending:
-                status = self._run_group(run, pending, manifest, record, done)
-                if status != "completed":
-                    break
+        return manifest, record
+
+    def finish_run(self, run: PlannedRun, manifest: Manifest, record: RunRecord, status: str) -> None:
         record.status = status
         manifest.data["status"] = status
         manifest.save()
         self.pm.hook.latentrun_job_finish(job=run.job, run=record, status=status)
-        return record
+
+    def pending(self, run: PlannedRun, group: list[PlannedSubJob], manifest: Manifest, record: RunRecord,
+                done: dict[str, dict[str, Any]]) -> list[PlannedSubJob]:
+        """The sub-jobs of ``group`` that must run; completed ones are recorded as skipped."""
+        pending = []
+        for planned in group:
+            if self._is_complete(planned, done):
+                self._record(manifest, record, planned, {"status": "completed", "reused": True,
+                                                        "reused_from": done[planned.key].get("run_id", "")})
+                self.pm.hook.latentrun_subjob_finish(job=run.job, subjob=planned.subjob, run=record,
+                                                     status="skipped")
+                print(f"  skip {run.job.name}/{planned.name}: completed earlier (--force reruns it)", flush=True)
+            else:
+                pending.append(planned)
+        return pending
 
     def _is_complete(self, planned: PlannedSubJob, done: dict[str, dict[str, Any]]) -> bool:
         return planned.key in done and all(self.workspace.path(w).exists() for w in planned.writes)
 
     def _run_group(self, run: PlannedRun, group: list[PlannedSubJob], manifest: Manifest, record: RunRecord,
                    done: dict[str, dict[str, Any]]) -> str:
+        spec, spec_path = self.prepare(run, group, manifest, record)
+        try:
+            returncode = self.launch(spec, spec_path)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            returncode = 130
+        return self.collect(run, group, manifest, record, done, returncode)
+
+    def prepare(self, run: PlannedRun, group: list[PlannedSubJob], manifest: Manifest,
+                record: RunRecord) -> tuple[dict[str, Any], Path]:
+        """Mark the group running, announce it, write the worker spec; nothing runs yet."""
         status_dir = manifest.folder / "status"
         for planned in group:
             (status_dir / f"{planned.name}.json").unlink(missing_ok=True)
@@ -141,11 +165,12 @@ class Executor(ABC):
         spec_path = manifest.folder / f"spec-{group[0].name}.json"
         spec_path.parent.mkdir(parents=True, exist_ok=True)
         spec_path.write_text(json.dumps(spec, indent=1, default=str))
-        try:
-            returncode = self.launch(spec, spec_path)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            returncode = 130
+        return spec, spec_path
+
+    def collect(self, run: PlannedRun, group: list[PlannedSubJob], manifest: Manifest, record: RunRecord,
+                done: dict[str, dict[str, Any]], returncode: int) -> str:
+        """Read the workers' status files into the manifest; return the group's status."""
+        status_dir = manifest.folder / "status"
         status = "completed"
         for planned in group:
             path = status_dir / f"{planned.name}.json"
@@ -167,7 +192,7 @@ class Executor(ABC):
             if sub_status != "not run":
                 self.pm.hook.latentrun_subjob_finish(job=run.job, subjob=planned.subjob, run=record,
                                                      status=sub_status)
-        spec_path.unlink(missing_ok=True)
+        (manifest.folder / f"spec-{group[0].name}.json").unlink(missing_ok=True)
         return status
 
     def _record(self, manifest: Manifest, record: RunRecord, planned: PlannedSubJob, values: dict[str, Any]) -> None:

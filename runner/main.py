@@ -22,7 +22,8 @@ from typing import Any, Sequence  # noqa: E402
 
 from runner import pluginmanager  # noqa: E402
 from runner.console import console, listing_tables, start_log, summary_table  # noqa: E402
-from runner.executor import ExecOptions, LocalExecutor  # noqa: E402
+from runner.executor import ExecOptions, Executor, LocalExecutor  # noqa: E402
+from runner.jobs import ParamError  # noqa: E402
 from runner.plan import PlanError, build_plan, parse_sets, validate  # noqa: E402
 from runner.workspace import Workspace, WorkspaceError  # noqa: E402
 
@@ -43,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun sub-jobs even if an earlier run completed them")
     p.add_argument("--inline", action="store_true", help="run sub-jobs in this process instead of one process each")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
-    p.add_argument("--executor", choices=["local"], default="local", help="where sub-jobs run")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local",
+                   help="where sub-jobs run: this machine, or a SLURM cluster through submitit")
+    p.add_argument("--executor-param", dest="executor_params", action="append", default=[], metavar="KEY=VALUE",
+                   help="cluster option: partition, time (min), gpus_per_task, mem_gb, cpus_per_task, "
+                        "array_parallelism, account, qos, constraint, wait, cluster (slurm|local)")
     p.add_argument("--shutdown_after_experiment", action="store_true", help="shut the machine down when done")
     p.add_argument("--shutdown_command", help="command for --shutdown_after_experiment (default: shutdown -h now)")
     p.add_argument("-p", dest="plugin_flags", action="append", default=[], metavar="no:NAME",
@@ -80,8 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workspace = Workspace.open(args.workspace_path)
         runs = build_plan(args.jobs, jobs, workspace, parse_sets(args.sets),
                           only_subjobs=[s for s in args.subjobs.split(",") if s])
-        validate(runs, workspace, jobs)
-    except (PlanError, WorkspaceError) as err:
+        # On a cluster the GPUs are the cluster's: the job's resource request carries the device map.
+        validate(runs, workspace, jobs, check_devices=args.executor == "local")
+        executor = make_executor(args, workspace, registry, argv)
+    except (PlanError, WorkspaceError, ParamError) as err:
         problems = err.problems if isinstance(err, PlanError) else [str(err)]
         return usage_error("cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -90,9 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output_path:
         log = start_log(args.output_path)
         print(f"logging to {log}")
-    command = "latentrun " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    executor = LocalExecutor(workspace, registry.pm, ExecOptions(force=args.force, fail_fast=args.fail_fast,
-                                                                 command=command), inline=args.inline)
     start = time.monotonic()
     records = executor.execute(runs)
     console().print(summary_table(records))
@@ -100,7 +104,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry.pm.hook.latentrun_session_finish(runs=records, options=vars(args))
     if executor.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if any(r.status != "completed" for r in records) else 0
+    return EXIT_FAILED if any(r.status not in ("completed", "submitted") for r in records) else 0
+
+
+def make_executor(args: argparse.Namespace, workspace: Workspace, registry: pluginmanager.Registry,
+                  argv: Sequence[str] | None) -> Executor:
+    command = "latentrun " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    options = ExecOptions(force=args.force, fail_fast=args.fail_fast, command=command)
+    if args.executor == "slurm":
+        from runner.cluster import SlurmExecutor, parse_options
+
+        log_folder = Path(args.output_path).expanduser() / "slurm" if args.output_path else None
+        return SlurmExecutor(workspace, registry.pm, options, options=parse_options(args.executor_params),
+                             log_folder=log_folder)
+    if args.executor_params:
+        raise ParamError("--executor-param is for --executor slurm")
+    return LocalExecutor(workspace, registry.pm, options, inline=args.inline)
 
 
 def usage_error(message: str) -> int:

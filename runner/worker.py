@@ -37,11 +37,20 @@ def checkpoint_folder(workspace: Workspace, job: str, subjob: str, key: str) -> 
     return workspace.experiments / "checkpoints" / job / f"{subjob}-{key}"
 
 
+def _already_completed(status_file: Path, workspace: Workspace, writes: list[str]) -> bool:
+    if not status_file.exists():
+        return False
+    status = json.loads(status_file.read_text()).get("status")
+    return status == "completed" and all(workspace.path(w).exists() for w in writes)
+
+
 def run_spec(spec: dict[str, Any]) -> bool:
     """Run the sub-jobs of one spec in order; stop at the first failure."""
     workspace = Workspace.open(spec["workspace"])
     status_dir = Path(spec["status_dir"])
     for sub in spec["subjobs"]:
+        if _already_completed(status_dir / f"{sub['name']}.json", workspace, sub["writes"]):
+            continue  # a requeued cluster job: this sub-job finished before the preemption
         logger = logging.getLogger(f"latentrun.{spec['job']}.{sub['name']}")
         ctx = SubJobContext(
             job=spec["job"], subjob=sub["name"], run_id=spec["run_id"], params=sub["params"],
