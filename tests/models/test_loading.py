@@ -140,6 +140,24 @@ class LoadingTest(unittest.TestCase):
             with self.assertRaisesRegex(ModelLoadError, "needs CUDA"):
                 load_model("tiny", workspace=self.root, device_map="cuda:0")
 
+    def test_huginn_directory_loads_without_remote_code(self) -> None:
+        try:
+            from models.huginn import HuginnConfig, HuginnForCausalLM
+        except ImportError:
+            self.skipTest("models.huginn not available")
+        torch.manual_seed(0)
+        config = HuginnConfig(n_embd=32, num_attention_heads=2, vocab_size=VOCAB, intermediate_size=48,
+                              n_layers_in_prelude=1, n_layers_in_recurrent_block=2, n_layers_in_coda=1,
+                              mean_recurrence=2)
+        original = HuginnForCausalLM(config).eval()
+        directory = self.root / "transformers" / "huginn-tiny"
+        original.save_pretrained(str(directory))
+        save_tokenizer(directory)
+        model, _ = load_model("huginn-tiny", workspace=self.root)
+        self.assertIsInstance(model, HuginnForCausalLM)
+        with torch.no_grad():
+            torch.testing.assert_close(model(self.ids, init_scale=0.0).logits, original(self.ids, init_scale=0.0).logits)
+
     def test_check_model_dir_accepts_a_good_directory(self) -> None:
         info = check_model_dir(self.root / "transformers" / "tiny")
         self.assertTrue(info["safetensors"])
