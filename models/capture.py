@@ -17,7 +17,7 @@ own, else the pad token id (right padding); see :class:`models.hooks.InputTracke
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 

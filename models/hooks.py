@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from models.layers import Layer, get_adapter, get_layers, resolve_layer
+from models.layers import Layer, get_adapter, get_layers, resolve_layer  # noqa: F401 (get_adapter re-exported)
 
 POINTS = ("post", "pre", "attn", "mlp")
 _POINT_ALIASES = {
@@ -358,12 +358,6 @@ def select_layers(model: Any, keys: Any, all_layers: list[Layer] | None = None,
         else:
             out.append(resolve_layer(model, key, all_layers))
     return out
-
-
-def first_block(model: Any, all_layers: list[Layer]) -> Layer:
-    if not all_layers:
-        raise ValueError(f"{type(model).__name__} has no layers")
-    return all_layers[0]
 
 
 __all__ = [
