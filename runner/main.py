@@ -16,13 +16,15 @@ if __name__ == "__main__" and not __package__:
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shlex  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
 from runner import pluginmanager  # noqa: E402
 from runner.console import console, listing_tables, start_log, summary_table  # noqa: E402
-from runner.executor import ExecOptions, Executor, LocalExecutor  # noqa: E402
+from runner.executor import REPO_ROOT, ExecOptions, Executor, LocalExecutor  # noqa: E402
 from runner.jobs import ParamError  # noqa: E402
 from runner.plan import PlanError, build_plan, parse_sets, validate  # noqa: E402
 from runner.workspace import Workspace, WorkspaceError  # noqa: E402
@@ -64,8 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad_flags:
         return usage_error(f"-p takes no:NAME to disable a plugin, got {', '.join(bad_flags)}")
     if disabled:  # worker processes load plugins too
-        import os
-
         os.environ[pluginmanager.DISABLE_ENV] = ",".join(pluginmanager.disabled_names(disabled))
     registry = pluginmanager.load_plugins(disabled=disabled, trace=args.trace_plugins or None)
     pluginmanager.set_registry(registry)
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_error("cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 
     if args.dry_run:
-        return print_plan(runs, as_json=args.json)
+        return print_plan(runs, workspace, as_json=args.json)
     if args.output_path:
         log = start_log(args.output_path)
         print(f"logging to {log}")
@@ -154,9 +154,31 @@ def list_everything(registry: pluginmanager.Registry, as_json: bool) -> int:
     return EXIT_USAGE if registry.job_errors else 0
 
 
-def print_plan(runs: list, as_json: bool) -> int:
+def preview_placement(run: Any, workspace: Workspace) -> dict[str, Any] | None:
+    """Module placement of the run's model on the meta device, computed in a child process
+    (the runner imports no torch); only for placements other than one device."""
+    dm = run.device_map
+    if isinstance(dm.placement, str) and dm.placement not in ("auto", "balanced"):
+        return None
+    model_dirs = [workspace.path(p) for p in run.job.resolved_inputs(run.params) if p.startswith("transformers/")]
+    model_dirs = [d for d in model_dirs if (d / "config.json").exists()]
+    if not model_dirs:
+        return None
+    command = [sys.executable, "-m", "models.placement", str(model_dirs[0]),
+               "--device-map", json.dumps(dm.placement) if isinstance(dm.placement, dict) else dm.placement,
+               "--dtype", str(run.params.get("dtype") or "bfloat16")]
+    if dm.max_memory:
+        command += ["--max-memory", json.dumps(dict(dm.max_memory))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(result.stdout)
+
+
+def print_plan(runs: list, workspace: Workspace, as_json: bool) -> int:
     plan = [{"run_id": r.run_id, "job": r.job.name, "plugin": r.job.plugin, "params": r.params,
-             "device_map": r.device_map.to_json(),
+             "device_map": r.device_map.to_json(), "placement": preview_placement(r, workspace),
              "subjobs": [{"name": s.name, "function": s.subjob.function, "reads": s.reads, "writes": s.writes}
                          for s in r.subjobs]} for r in runs]
     if as_json:
@@ -165,6 +187,11 @@ def print_plan(runs: list, as_json: bool) -> int:
     for run in plan:
         print(f"run {run['run_id']}  ({run['plugin']}; device map {run['device_map']['placement']})")
         print(f"  params: {json.dumps(run['params'], default=str)}")
+        placement = run["placement"] or {}
+        if "error" in placement:
+            print(f"  placement: cannot compute ({placement['error']})")
+        for device, modules in placement.get("summary", {}).items():
+            print(f"  placement {device}: {', '.join(modules)}")
         for sub in run["subjobs"]:
             print(f"  - {sub['name']}  ({sub['function']})")
             for path in sub["reads"]:
