@@ -11,8 +11,8 @@ The reduction runs inside the hook, so all-layer last-token capture keeps
 Reductions: ``"last"`` (last real token, left or right padding), ``"mean"``
 (over real tokens), ``"all"`` (``[batch, seq, hidden]``), or a list of
 positions (absolute columns, negative from the end: ``[batch, n, hidden]``).
-Real tokens come from the ``attention_mask`` given here, else the forward's
-own, else the pad token id (right padding); see :class:`models.hooks.InputTracker`.
+Real tokens come from the forward's own ``attention_mask``, else the one
+given here, else the pad token id (right padding); see :class:`models.hooks.InputTracker`.
 """
 
 from __future__ import annotations

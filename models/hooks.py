@@ -69,7 +69,9 @@ class InputTracker:
     A forward pre-hook (``with_kwargs``) on the model records ``input_ids``,
     ``attention_mask`` and the cache length. Position masks derived from them
     are computed lazily, once per forward and device, and shared by all layer
-    hooks. ``attention_mask`` given to the context wins over the forward's.
+    hooks. The forward's own ``attention_mask`` is used when it has one (it is
+    always right for that forward, e.g. each ``generate`` step); the mask given
+    to the context fills in for forwards called without one.
 
     Real tokens: the attention mask when there is one; else, when a pad token
     id is known, everything up to the last non-pad token (right padding, as in
@@ -120,7 +122,7 @@ class InputTracker:
         past = self._past_length(kwargs, mask, length)
         self._note_prompt(ids, past, length)
         self.input_ids = ids
-        self.attention_mask = self.fixed_mask if self.fixed_mask is not None else mask
+        self.attention_mask = mask if mask is not None else self.fixed_mask
         self.past_length = past
         self.forwards += 1
         self._cache.clear()
