@@ -49,27 +49,50 @@ def build_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
     return ids, mask, lengths - 1
 
 
-def time_methods(methods: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, dict[str, list[float]]]:
-    """Round-robin timing: every round runs every method once, so drift hits all methods alike.
+def time_methods(methods: dict[str, Callable[[], Any]], baseline: str, warmup: int, repeats: int,
+                 seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Paired timing: each round runs, for every method in a shuffled order, the baseline then the method.
 
-    Records wall time and this process's CPU time (all threads) per call.
+    Each method's time is thus paired with a baseline run right next to it,
+    so load from other processes, which comes and goes, mostly hits both
+    sides of a pair. Records wall time and this process's CPU time (all
+    threads); ``times[name]["base_wall"]`` holds the paired baseline runs.
     """
+    import random
+
+    order = random.Random(seed)
     for fn in methods.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in methods}
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"wall": [], "cpu": [], "base_wall": [], "base_cpu": []} for name in methods
+    }
+
+    def clock(fn: Callable[[], Any]) -> tuple[float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    others = [name for name in methods if name != baseline]
     for _ in range(repeats):
-        for name, fn in methods.items():
-            cpu, wall = time.process_time(), time.perf_counter()
-            fn()
-            times[name]["wall"].append(time.perf_counter() - wall)
-            times[name]["cpu"].append(time.process_time() - cpu)
+        order.shuffle(others)
+        for name in others:
+            b_wall, b_cpu = clock(methods[baseline])
+            wall, cpu = clock(methods[name])
+            times[name]["wall"].append(wall)
+            times[name]["cpu"].append(cpu)
+            times[name]["base_wall"].append(b_wall)
+            times[name]["base_cpu"].append(b_cpu)
+            times[baseline]["wall"].append(b_wall)
+            times[baseline]["cpu"].append(b_cpu)
+    for kind in ("wall", "cpu"):
+        times[baseline][f"base_{kind}"] = list(times[baseline][kind])
     return times
 
 
-def paired_ratio(times: dict[str, dict[str, list[float]]], name: str, baseline: str, kind: str = "wall") -> float:
-    """Median over rounds of (method / baseline in the same round): robust to load that drifts between rounds."""
-    return statistics.median(a / b for a, b in zip(times[name][kind], times[baseline][kind]))
+def paired_ratio(times: dict[str, dict[str, list[float]]], name: str, kind: str = "wall") -> float:
+    """Median over pairs of (method time / the adjacent baseline time)."""
+    return statistics.median(a / b for a, b in zip(times[name][kind], times[name][f"base_{kind}"]))
 
 
 def capture_methods(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
@@ -191,15 +214,15 @@ def steering_methods(model: torch.nn.Module, args: argparse.Namespace,
     return methods
 
 
-def report(title: str, times: dict[str, dict[str, list[float]]], baseline: str, goals: dict[str, float]) -> None:
+def report(title: str, times: dict[str, dict[str, list[float]]], goals: dict[str, float]) -> None:
     print(f"\n{title}")
     print(f"  {'method':<42} {'median ms':>10} {'IQR ms':>8} {'ratio':>7} {'cpu ratio':>9}  goal")
     for name, t in times.items():
         wall = t["wall"]
         med = statistics.median(wall)
         q = statistics.quantiles(wall, n=4) if len(wall) > 1 else [med, med, med]
-        ratio = paired_ratio(times, name, baseline)
-        cpu = paired_ratio(times, name, baseline, "cpu")
+        ratio = paired_ratio(times, name)
+        cpu = paired_ratio(times, name, "cpu")
         goal = goals.get(name)
         mark = "" if goal is None else f"<= {goal:.2f}x {'met' if ratio <= goal else 'NOT met'}"
         print(f"  {name:<42} {med * 1e3:>10.1f} {(q[2] - q[0]) * 1e3:>8.1f} {ratio:>6.3f}x {cpu:>8.3f}x  {mark}")
@@ -252,20 +275,21 @@ def main() -> None:
         cap = capture_methods(model, ids, mask, last, skipped)
         for name, verdict in check_agreement(cap).items():
             print(f"  check: {name} {verdict}")
-        times = time_methods(cap, args.warmup, args.repeats)
-        report("All-layer capture, last real token, vs bare batched forward:", times, "bare forward",
+        times = time_methods(cap, "bare forward", args.warmup, args.repeats)
+        report("All-layer capture, last real token, vs bare batched forward:", times,
                {"latentrun capture": 1.10})
-        ours = times.get("latentrun capture")
-        if ours is not None:
+        if "latentrun capture" in times:
+            ours = paired_ratio(times, "latentrun capture")
             for other in ("nnsight trace", "steering-vectors record_activations"):
                 if other in times:
-                    faster = paired_ratio(times, "latentrun capture", other) < 1.0
-                    print(f"  latentrun capture {'beats' if faster else 'does NOT beat'} {other}")
+                    theirs = paired_ratio(times, other)
+                    verdict = "beats" if ours < theirs else "does NOT beat"
+                    print(f"  latentrun capture ({ours:.3f}x) {verdict} {other} ({theirs:.3f}x)")
 
         st = steering_methods(model, args, skipped)
-        times = time_methods(st, max(1, args.warmup // 2), max(5, args.repeats // 2))
+        times = time_methods(st, "scoring, no hook", max(1, args.warmup // 2), max(5, args.repeats // 2))
         report(f"Log-likelihood scoring ({args.requests} requests, batch {args.batch}) with a steering hook vs none:",
-               times, "scoring, no hook", {name: 1.05 for name in st if name.startswith("scoring, steer")})
+               times, {name: 1.05 for name in st if name.startswith("scoring, steer")})
     for name, why in skipped.items():
         print(f"  skipped {name}: {why}")
     print(f"\n1-min load average at end {load_average()}")
