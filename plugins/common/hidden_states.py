@@ -187,3 +187,30 @@ class HiddenStates:
 def open_hidden_states(folder: str | Path) -> HiddenStates:
     """Open a folder written by ``save_hidden_states``."""
     return HiddenStates(folder)
+
+
+def write_hidden_states(folder: str | Path, values: Mapping[int | str, Any], labels: list[str],
+                        layer_names: Mapping[int | str, str] | None = None, indices: list[int] | None = None,
+                        shard_size: int = 256, **meta: Any) -> HiddenStates:
+    """Write ``{layer: Tensor[N, hidden]}`` (e.g. synthetic or imported states) in this format, atomically."""
+    from safetensors.torch import save_file
+
+    from runner.atomic import atomic_path, write_json
+
+    keys = list(values)
+    n = len(labels)
+    shards = []
+    with atomic_path(folder, directory=True) as tmp:
+        for k, start in enumerate(range(0, n, max(1, shard_size))):
+            name = f"shard-{k:05d}.safetensors"
+            rows = min(shard_size, n - start)
+            save_file({encode_key(key): values[key][start:start + rows].contiguous() for key in keys},
+                      str(tmp / name), metadata={"format": FORMAT, "rows": str(rows)})
+            shards.append({"file": name, "rows": rows})
+        names = layer_names or {}
+        sidecar = {"format": FORMAT, **meta, "count": n,
+                   "layers": [{"key": key, "name": names.get(key, str(key))} for key in keys],
+                   "labels": list(labels), "indices": list(indices) if indices is not None else list(range(n)),
+                   "prompt_sha256": meta.get("prompt_sha256", [""] * n), "shards": shards}
+        write_json(tmp / SIDECAR, sidecar)
+    return HiddenStates(folder)
