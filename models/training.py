@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import torch
 
@@ -204,6 +204,7 @@ def train_tiny(
     num_threads: int | None = None,
     log_every: int = 10,
     overwrite: bool = False,
+    forward_kwargs: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
 ) -> Path:
     """Train ``AutoModelForCausalLM.from_config(config)`` on ``data`` and save it to ``out_dir``.
 
@@ -220,6 +221,14 @@ def train_tiny(
     AdamW with linear warmup then cosine decay to 10% of ``lr``. Writes
     ``training_log.json`` (loss every ``log_every`` steps, seed, wall time)
     beside the weights and returns ``out_dir``.
+
+    The loss is next-token cross-entropy computed here from the logits (not
+    the model's ``labels`` argument), so models with another label convention
+    (Huginn's published pre-shifted labels) train the same way.
+    ``forward_kwargs`` go to every training forward: a mapping, or a function
+    of the step returning one (e.g. ``lambda step: {"num_steps": ...}`` to
+    vary Huginn's recurrence; draw from your own seeded RNG to stay
+    reproducible).
     """
     from transformers import AutoModelForCausalLM
 
@@ -280,7 +289,13 @@ def train_tiny(
                 labels = input_ids.masked_fill(attention_mask == 0, -100)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            step_kwargs = forward_kwargs(step) if callable(forward_kwargs) else (forward_kwargs or {})
+            extra = {"use_cache": False, **step_kwargs}
+            output = model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+            logits = output.logits if hasattr(output, "logits") else output[0]
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:

@@ -28,6 +28,18 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
+_THREADS = torch.get_num_threads()
+
+
+def setUpModule() -> None:
+    # Tiny models run fastest on one thread, and a 2-thread OpenMP region slows down
+    # tenfold when other processes share the cores.
+    torch.set_num_threads(1)
+
+
+def tearDownModule() -> None:
+    torch.set_num_threads(_THREADS)
+
 class TrainingTest(unittest.TestCase):
     def setUp(self) -> None:
         self.tmp = Path(tempfile.mkdtemp())
@@ -90,6 +102,26 @@ class TrainingTest(unittest.TestCase):
             self.assertEqual(model.config.model_type, cfg.model_type)
             self.assertFalse((out / "tokenizer.json").exists())
 
+    def test_huginn_with_per_step_forward_kwargs(self) -> None:
+        from models.huginn import HuginnConfig
+
+        cfg = HuginnConfig(n_embd=32, num_attention_heads=2, vocab_size=len(self.tok), intermediate_size=48,
+                           n_layers_in_prelude=1, n_layers_in_recurrent_block=1, n_layers_in_coda=1,
+                           mean_recurrence=2)
+        seen: list[int] = []
+
+        def depth(step: int) -> dict:
+            seen.append(1 + step % 3)
+            return {"num_steps": seen[-1]}
+
+        out = train_tiny(cfg, TEXTS, steps=20, seed=0, out_dir=self.tmp / "h", tokenizer=self.tok,
+                         seq_len=16, lr=1e-2, forward_kwargs=depth)
+        self.assertEqual(seen[:4], [1, 2, 3, 1])
+        losses = [e["loss"] for e in json.loads((out / "training_log.json").read_text())["losses"]]
+        self.assertLess(losses[-1], losses[0])
+        model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+        self.assertEqual(model.config.model_type, cfg.model_type)
+
     def test_refuses_to_overwrite_and_leaves_nothing_on_failure(self) -> None:
         cfg = _llama(len(self.tok))
         out = train_tiny(cfg, TEXTS, steps=1, seed=0, out_dir=self.tmp / "m", tokenizer=self.tok, seq_len=8)
@@ -106,7 +138,7 @@ class TrainingTest(unittest.TestCase):
     def test_num_threads_restored(self) -> None:
         before = torch.get_num_threads()
         train_tiny(_llama(len(self.tok)), TEXTS, steps=1, seed=0, out_dir=self.tmp / "t",
-                   tokenizer=self.tok, seq_len=8, num_threads=1)
+                   tokenizer=self.tok, seq_len=8, num_threads=2)
         self.assertEqual(torch.get_num_threads(), before)
 
 
