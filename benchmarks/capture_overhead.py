@@ -264,7 +264,7 @@ def main() -> None:
     print("capture/steering overhead —", ", ".join(versions))
     print(f"model: Llama-style, {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}; "
           f"batch {args.batch} x seq {args.seq} (right-padded, ragged); torch threads {torch.get_num_threads()}; "
-          f"median of {args.repeats} round-robin repeats after {args.warmup} warm-ups; "
+          f"{args.repeats} rounds of paired runs after {args.warmup} warm-ups; "
           f"1-min load average at start {load_average()} (above ~{torch.get_num_threads()} means other "
           "processes competed for the CPU and the ratios are noisier)")
 
@@ -284,7 +284,8 @@ def main() -> None:
                 if other in times:
                     theirs = paired_ratio(times, other)
                     verdict = "beats" if ours < theirs else "does NOT beat"
-                    print(f"  latentrun capture ({ours:.3f}x) {verdict} {other} ({theirs:.3f}x)")
+                    note = "  (under 1%: within run-to-run noise)" if abs(ours - theirs) < 0.01 else ""
+                    print(f"  latentrun capture ({ours:.3f}x) {verdict} {other} ({theirs:.3f}x){note}")
 
         st = steering_methods(model, args, skipped)
         times = time_methods(st, "scoring, no hook", max(1, args.warmup // 2), max(5, args.repeats // 2))
