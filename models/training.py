@@ -21,13 +21,14 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
+
+from runner.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -39,36 +40,19 @@ __all__ = ["BOS", "EOS", "PAD", "UNK", "atomic_directory", "train_tiny", "train_
 # --------------------------------------------------------------------------- atomic directories
 
 
-class atomic_directory:
+@contextmanager
+def atomic_directory(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """``with atomic_directory(out) as tmp:`` write into ``tmp``; on success it becomes ``out``.
 
-    The temporary directory sits beside ``out`` (same filesystem, so the final
-    rename is atomic). On an exception it is removed and ``out`` is untouched.
-    An existing ``out`` is replaced only when ``overwrite`` is true.
+    The project's one atomic writer (``runner.atomic.atomic_path``) in
+    directory mode, plus a guard: an existing ``out`` is replaced only when
+    ``overwrite`` is true. A killed writer's leftovers are removed next time.
     """
-
-    def __init__(self, out_dir: str | os.PathLike[str], overwrite: bool = False) -> None:
-        self.out = Path(out_dir)
-        self.overwrite = overwrite
-
-    def __enter__(self) -> Path:
-        if self.out.exists() and not self.overwrite:
-            raise FileExistsError(f"{self.out} exists; pass overwrite=True to replace it")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if self.out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
-            os.rename(self.out, old / "d")
-        os.rename(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    with atomic_path(out, directory=True) as tmp:
+        yield tmp
 
 
 # --------------------------------------------------------------------------- tokenizer
