@@ -67,6 +67,16 @@ def from_model(ctx: Any) -> None:
     from runner.atomic import atomic_path
 
     p = ctx.params
+    if p.get("num_processes", 1) > 1:
+        from plugins.candidate_directions.parallel import accumulate_in_parallel
+
+        acc, shard = accumulate_in_parallel(ctx, p["num_processes"])
+        meta = {"model": p["model"], "model_dir": str(ctx.path(f"transformers/{p['model']}")),
+                "dataset": p["dataset"], "mode": p["mode"], "prompt_template": p.get("prompt_template"),
+                **{k: shard[k] for k in ("model_type", "num_steps", "dtype", "hidden_size")},
+                "count": acc.count, "params": dict(p), "run_id": ctx.run_id, "num_processes": p["num_processes"]}
+        write_outputs(ctx, acc, shard["layers"], {**meta, "source": "model"})
+        return
     model, tokenizer = load(ctx.workspace, p, ctx.device_map)
     prompts = encode(load_prompts(ctx.workspace, p["dataset"], p.get("prompt_template", "extraction"),
                                   p.get("sample_size"), p.get("seed", 0), tokenizer, p["model"]), tokenizer)

@@ -52,7 +52,7 @@ CANONICAL = {
     "dtype": "auto",
 }
 #: What an extraction result depends on (the runner's ``uses``). batch_size,
-#: padding_side, shard_size and checkpoint_seconds change only float rounding
+#: padding_side, shard_size, checkpoint_seconds and num_processes change only float rounding
 #: or the file layout, so changing them does not redo a completed extraction.
 EXTRACTION_USES = ("model", "dataset", "mode", *CANONICAL, "variant")
 
@@ -78,6 +78,8 @@ def extraction_params(**defaults: Any) -> dict[str, Param]:
                               choices=("left", "right")),
         "shard_size": Param(256, "prompts per safetensors shard (bounds memory)"),
         "checkpoint_seconds": Param(30.0, "save resumable progress at most this often"),
+        "num_processes": Param(1, "data-parallel processes for streamed directions: each takes every N-th "
+                               "prompt (one GPU each when there are enough), merged exactly"),
     }
     for key, value in defaults.items():
         old = params[key]

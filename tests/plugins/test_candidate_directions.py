@@ -132,6 +132,21 @@ class TestStreamingEqualsSaved(unittest.TestCase):
                                 torch.testing.assert_close(saved[kind][key], streamed[kind][key],
                                                            rtol=1e-4, atol=1e-5)
 
+    @slow
+    def test_two_processes_merge_to_the_single_process_directions(self):
+        for model in (HUGINN,):  # per-prompt seeded initial states: the strictest case
+            params = params_for(model=model, batch_size=4, dtype="float32")
+            with self.subTest(model=model):
+                single = load_directions(self.streamed(params, name=f"single-{model}").writes[0])
+                parallel_ctx = self.streamed({**params, "num_processes": 2}, name=f"parallel-{model}")
+                parallel = load_directions(parallel_ctx.writes[0])
+                self.assertEqual(parallel["layers"], single["layers"])
+                self.assertEqual(parallel["meta"]["counts"], single["meta"]["counts"])
+                self.assertEqual(parallel["meta"]["num_processes"], 2)
+                for kind in ("reasoning_mean", "memorizing_mean", "overall_mean", "direction"):
+                    for key in single["layers"]:
+                        torch.testing.assert_close(parallel[kind][key], single[kind][key], rtol=1e-5, atol=1e-6)
+
     def test_file_format_and_api(self):
         params = params_for(model=HUGINN, mode="ALL_TOKENS", batch_size=4, dtype="float32")
         ctx = self.streamed(params)
