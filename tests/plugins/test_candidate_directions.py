@@ -215,14 +215,15 @@ class TestHeadline(unittest.TestCase):
             ws = Path(tmp) / "ws"
             shutil.copytree(EXAMPLE, ws, ignore=shutil.ignore_patterns("experiments"))
             command = [sys.executable, str(REPO_ROOT / "runner" / "main.py"), *HEADLINE, "--workspace_path", str(ws),
-                       "--set", "checkpoint_seconds=0", "batch_size=4"]
+                       "--set", "checkpoint_seconds=0", "--set", "batch_size=4"]
             process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True, start_new_session=True)
             checkpoints = ws / "experiments" / "checkpoints" / "mmlu_pro_save_candidate_directions"
             deadline = time.monotonic() + 120
             while not list(checkpoints.glob("*/accumulator.safetensors")):
                 if time.monotonic() > deadline or process.poll() is not None:
-                    os.killpg(process.pid, signal.SIGKILL)
+                    if process.poll() is None:
+                        os.killpg(process.pid, signal.SIGKILL)
                     self.fail(f"no checkpoint appeared:\n{process.communicate()[0]}")
                 time.sleep(0.02)
             workers = _children(process.pid)
@@ -241,7 +242,8 @@ class TestHeadline(unittest.TestCase):
             partials = [str(p) for p in (ws / "experiments").rglob(f"*{PARTIAL_SUFFIX}")]
             self.assertEqual(partials, [])
             d = load_directions(target)
-            fresh = subprocess.run([*command[:-3]], env=_env(), capture_output=True, text=True, timeout=300)
+            fresh = subprocess.run([*command[:-4], "--force"], env=_env(), capture_output=True, text=True,
+                                   timeout=300)
             self.assertEqual(fresh.returncode, 0, fresh.stdout + fresh.stderr)
             straight = load_directions(target)
             for key in d["layers"]:
