@@ -50,7 +50,7 @@ class ReadmePluginTest(unittest.TestCase):
 class ReadmeCommandsTest(unittest.TestCase):
     def test_ci_runs_the_readme_setup_commands(self):
         setup = code_block("pip install -r requirements.txt && python runner/main.py --jobs "
-                           "workspace_info --workspace_path workspace.example").splitlines()
+                           "mmlu_pro_save_candidate_directions --workspace_path workspace.example").splitlines()
         ci = (REPO_ROOT / ".ci" / "run").read_text()
         for command in setup:
             self.assertRegex(ci, rf"(?m)^{re.escape(command)}( |$)")
