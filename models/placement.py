@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 import warnings
@@ -35,16 +36,25 @@ def infer_placement(model_dir: str | Path, device_map: Any = "auto", max_memory:
     torch_dtype = getattr(torch, dtype) if dtype != "auto" else torch.bfloat16
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model.tie_weights()  # tied embeddings count once, as when the real weights are loaded
     if isinstance(device_map, dict):
         return dict(device_map)
     memory = {_device_key(k): v for k, v in max_memory.items()} if max_memory else None
     no_split = list(getattr(model, "_no_split_modules", None) or [])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Device 0 is not available": we plan for another machine
-        if device_map == "balanced" and memory:
-            memory = get_balanced_memory(model, max_memory=memory, no_split_module_classes=no_split,
+    # "Device 0 is not available": we may be planning for another machine.
+    quiet = logging.getLogger("accelerate.utils.modeling")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if device_map == "balanced" and memory:
+                memory = get_balanced_memory(model, max_memory=memory, no_split_module_classes=no_split,
+                                             dtype=torch_dtype)
+            return infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split,
                                          dtype=torch_dtype)
-        return infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split, dtype=torch_dtype)
+    finally:
+        quiet.setLevel(level)
 
 
 def _device_key(key: str | int) -> str | int:
