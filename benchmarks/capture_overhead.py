@@ -179,7 +179,8 @@ def scoring_data(args: argparse.Namespace) -> tuple[Any, list[str], list[str]]:
     gen = torch.Generator().manual_seed(2)
     contexts, continuations = [], []
     for _ in range(args.requests):
-        n_ctx = int(torch.randint(args.seq // 2, args.seq - 8, (1,), generator=gen))
+        low = max(1, args.seq // 2)  # context + 4 continuation tokens stay within --seq
+        n_ctx = int(torch.randint(low, max(low + 1, args.seq - 8), (1,), generator=gen))
         pick = torch.randint(0, len(words), (n_ctx + 4,), generator=gen).tolist()
         contexts.append(" ".join(words[i] for i in pick[:n_ctx]))
         continuations.append(" " + " ".join(words[i] for i in pick[n_ctx:]))
