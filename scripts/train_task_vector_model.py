@@ -8,7 +8,7 @@ the paper's prompt format (``example:{x}->{y}`` lines), the task drawn from the
 ten generated letter/list tasks of plugins/task_vector_patching/tasks.py. The
 tokenizer is word-level (every letter, ``example``, ``:``, ``->`` and ``,`` is one
 token; the newline is whitespace and disappears, ``example`` starts each line).
-Deterministic given the seed; about 20 minutes on 2 busy cores. The script ends by
+Deterministic given the seed; 3,500 steps of batch 32, about 25 minutes on one thread of a busy 2-core machine (ICL appears between steps 1,600 and 2,700). The script ends by
 printing zero-shot and 5-shot accuracy per task on fresh prompts.
 """
 
@@ -62,12 +62,12 @@ def quick_eval(model, tokenizer, seed: int, names: list[str], n: int = 100) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "workspace.example/transformers/tiny-icl-llama"))
-    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--steps", type=int, default=3500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--tasks", default=",".join(TRAIN_TASKS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     import logging
 

@@ -107,15 +107,18 @@ def plot_projection(x: Any, labels: Any, names: Sequence[str], path: Path, metho
     import numpy as np
 
     plt = _plt()
-    if method == "tsne":
-        from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
-        perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
-        xy = TSNE(n_components=2, random_state=seed, perplexity=perplexity, init="pca").fit_transform(x)
-    else:
-        from sklearn.decomposition import PCA
+    with threadpool_limits(limits=1 if len(x) < 5000 else None):  # small inputs: threads only add contention
+        if method == "tsne":
+            from sklearn.manifold import TSNE
 
-        xy = PCA(n_components=2, random_state=seed).fit_transform(x)
+            perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
+            xy = TSNE(n_components=2, random_state=seed, perplexity=perplexity, init="pca").fit_transform(x)
+        else:
+            from sklearn.decomposition import PCA
+
+            xy = PCA(n_components=2, random_state=seed).fit_transform(x)
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     for i, name in enumerate(names):

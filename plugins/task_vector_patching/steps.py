@@ -23,6 +23,7 @@ PUBLISHED = {
 }
 
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
+TINY_MODEL_PARAMS = 20_000_000
 
 
 def published_for(model: str) -> tuple[float, float, float] | None:
@@ -46,6 +47,8 @@ def load(ctx, model_name: str | None = None):
         model, tokenizer = load_model(name, workspace=ctx.workspace, device_map=ctx.device_map,
                                       dtype=ctx.params.get("dtype", "float32"))
         model.eval()
+        if sum(p.numel() for p in model.parameters()) < TINY_MODEL_PARAMS and model.device.type == "cpu":
+            torch.set_num_threads(1)  # tiny matmuls gain nothing from threads; on a shared CPU they lose a lot
         _LOADED[key] = (model, tokenizer)
     torch.set_grad_enabled(False)
     return _LOADED[key]
@@ -171,7 +174,10 @@ def sweep(ctx) -> None:
         for layer in layers:
             words = decode_tokens(tok, preds[layer])
             correct = [is_correct(w, ds["query"][1], data["allow_prefix"]) for w, ds in zip(words, dev)]
-            curve.append({"layer": layer, **accuracy(correct, seed=p["seed"])})
+            # diagnostic: the answer to one of the dummy queries θ was taken from (θ carried x', not the task)
+            dummy = [any(is_correct(w, d[1], data["allow_prefix"]) for d in ds["dummies"]) for w, ds in zip(words, dev)]
+            curve.append({"layer": layer, **accuracy(correct, seed=p["seed"]),
+                          "answers_dummy_query": sum(dummy) / len(dummy)})
         best = max(curve, key=lambda row: (row["acc"], -row["layer"]))["layer"]
         test = data["test"]
         seqs = encode(tok, [build_prompt([], ds["query"][0], p["prompt_format"], p["separator"]) for ds in test])

@@ -37,7 +37,7 @@ def _shift(offset: int) -> list[tuple[str, str]]:
 
 
 def _lists(pick: Callable[[list[str]], str], seed: int, size: int = 600) -> list[tuple[str, str]]:
-    """Comma-joined lists of 2-4 distinct lowercase letters (a fixed pool per seed)."""
+    """Comma-joined lists of 2-4 distinct lowercase letters; every list task shares one pool (same inputs)."""
     rng = random.Random(seed)
     seen: dict[str, str] = {}
     while len(seen) < size:
@@ -52,7 +52,7 @@ GENERATORS: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "to_upper": lambda: [(c, c.upper()) for c in LETTERS],
     "to_lower": lambda: [(c.upper(), c) for c in LETTERS],
     "list_first": lambda: _lists(lambda items: items[0], seed=1001),
-    "list_last": lambda: _lists(lambda items: items[-1], seed=1002),
+    "list_last": lambda: _lists(lambda items: items[-1], seed=1001),
     # extra letter tasks (not in the paper) the example model was also trained on
     "copy_letter": lambda: [(c, c) for c in LETTERS],
     "next2_letter": lambda: _shift(2),
