@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from models.hooks import EMBED, HookSet, InputTracker, normalize_point, select_layers
+from models.hooks import EMBED, HookContext, HookSet, InputTracker, normalize_point, select_layers
 from models.layers import Layer, get_adapter, get_layers, resolve_layer
 
 
@@ -68,7 +68,7 @@ def make_reducer(reduction: Any, tracker: InputTracker, hidden: torch.Tensor) ->
     return lambda t: t.index_select(1, index % t.shape[1])
 
 
-class _Base:
+class _Base(HookContext):
     """Shared setup of :class:`Capture` and :class:`GradCapture`."""
 
     def __init__(self, model: torch.nn.Module, layers: Any = None, point: str = "post", reduction: Any = "last",
@@ -93,26 +93,6 @@ class _Base:
         if self.device is not None or self.dtype is not None:
             tensor = tensor.to(device=self.device, dtype=self.dtype, non_blocking=True)
         return tensor
-
-    def _install(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        try:
-            self.tracker.install()
-            self._install()
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this object installed (also done on exit)."""
-        self._hooks.remove()
-        self.tracker.remove()
 
     # -- reading -------------------------------------------------------------
     def _key(self, key: Any) -> int | str:

@@ -337,6 +337,37 @@ class HookSet:
             self.handles.pop().remove()
 
 
+class HookContext:
+    """The lifecycle every hook context shares (capture, steering, patching).
+
+    Entering installs the input tracker and the subclass's hooks; leaving,
+    or any failure while installing, removes every one of them.
+    """
+
+    tracker: InputTracker
+    _hooks: HookSet
+
+    def _install(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self.tracker.install()
+            self._install()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this context installed (also done on exit)."""
+        self._hooks.remove()
+        self.tracker.remove()
+
+
 def select_layers(model: Any, keys: Any, all_layers: list[Layer] | None = None,
                   allow_embed: bool = False) -> list[Layer | str]:
     """Resolve ``keys`` (None/"all", one key, or a list) into layers, ``"embed"`` kept as is."""

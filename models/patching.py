@@ -27,13 +27,13 @@ from typing import Any, Mapping
 
 import torch
 
-from models.hooks import HookSet, InputTracker, normalize_point, select_layers
+from models.hooks import HookContext, HookSet, InputTracker, normalize_point, select_layers
 from models.layers import Layer, get_layers, hidden_size
 
 _MODES = ("replace", "add")
 
 
-class Patch:
+class Patch(HookContext):
     """The context manager behind :func:`patch`."""
 
     def __init__(self, model: torch.nn.Module, values: Mapping[Any, Any], mode: str = "replace",
@@ -112,22 +112,8 @@ class Patch:
             h[rows, cols] = h[rows, cols] + self.scale * value
         return h
 
-    def __enter__(self) -> Patch:
-        try:
-            self.tracker.install()
-            self._hooks.add(self.layers, self.point, self._act, prepend=True)
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook (done on exit)."""
-        self._hooks.remove()
-        self.tracker.remove()
+    def _install(self) -> None:
+        self._hooks.add(self.layers, self.point, self._act, prepend=True)
 
 
 def patch(model: torch.nn.Module, values: Mapping[Any, Any], mode: str = "replace", scale: float = 1.0,

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import torch
 
-from models.hooks import HookSet, InputTracker, normalize_point, select_layers
+from models.hooks import HookContext, HookSet, InputTracker, normalize_point, select_layers
 from models.layers import Layer, get_layers, hidden_size, resolve_layer
 
 _MODES = {
@@ -70,7 +70,7 @@ def _per_layer(model: Any, value: Any, layers: list[Layer], all_layers: list[Lay
     )
 
 
-class Steering:
+class Steering(HookContext):
     """The context manager behind :func:`steer`; see the module docstring."""
 
     def __init__(self, model: torch.nn.Module, layers: Any, directions: Any, mode: str = "addition",
@@ -168,22 +168,8 @@ class Steering:
         delta = proj * v  # amplification: s·(h·u)·u
         return h + delta if sel is None else h + sel * delta
 
-    def __enter__(self) -> Steering:
-        try:
-            self.tracker.install()
-            self._hooks.add(self.layers, self.point, self._act, prepend=True)
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook (done on exit)."""
-        self._hooks.remove()
-        self.tracker.remove()
+    def _install(self) -> None:
+        self._hooks.add(self.layers, self.point, self._act, prepend=True)
 
     def unit(self, layer: Any) -> torch.Tensor:
         """The unit direction used at ``layer`` (float64, CPU)."""
