@@ -63,24 +63,24 @@ def from_model(ctx: Any) -> None:
     from safetensors import safe_open
 
     from models.accumulators import Accumulator
-    from plugins.common.extraction import Timer, encode, layer_table, load, load_prompts, reduce_batches, run_info
+    from plugins.common.extraction import Timer, encode, load, load_prompts, model_facts, reduce_batches, run_info
     from runner.atomic import atomic_path
 
     p = ctx.params
     if p.get("num_processes", 1) > 1:
         from plugins.candidate_directions.parallel import accumulate_in_parallel
 
-        acc, shard = accumulate_in_parallel(ctx, p["num_processes"])
-        meta = {"model": p["model"], "model_dir": str(ctx.path(f"transformers/{p['model']}")),
-                "dataset": p["dataset"], "mode": p["mode"], "prompt_template": p.get("prompt_template"),
-                **{k: shard[k] for k in ("model_type", "num_steps", "dtype", "hidden_size")},
-                "count": acc.count, "params": dict(p), "run_id": ctx.run_id, "num_processes": p["num_processes"]}
-        write_outputs(ctx, acc, shard["layers"], {**meta, "source": "model"})
+        acc, facts = accumulate_in_parallel(ctx, p["num_processes"])
+        info = run_info(ctx, facts, [])
+        info.update(count=acc.count, num_processes=p["num_processes"], source="model")
+        info.pop("class_counts", None)
+        write_outputs(ctx, acc, facts["layers"], info)
         return
     model, tokenizer = load(ctx.workspace, p, ctx.device_map)
     prompts = encode(load_prompts(ctx.workspace, p["dataset"], p.get("prompt_template", "extraction"),
                                   p.get("sample_size"), p.get("seed", 0), tokenizer, p["model"]), tokenizer)
-    layers = layer_table(model)
+    facts = model_facts(model)
+    layers = facts["layers"]
     state_path = ctx.checkpoint.path("accumulator.safetensors")
     acc, start = Accumulator(), 0
     if state_path.exists():
@@ -104,7 +104,7 @@ def from_model(ctx: Any) -> None:
                 acc.save(tmp, metadata={"rows_done": done})
     seconds = time.monotonic() - began
     ctx.logger.info("%d prompts in %.1f s (%.1f prompts/s)", done - start, seconds, (done - start) / max(seconds, 1e-9))
-    info = run_info(ctx, model, prompts)
+    info = run_info(ctx, facts, prompts)
     info.pop("class_counts", None)
     write_outputs(ctx, acc, layers, {**info, "source": "model"})
 

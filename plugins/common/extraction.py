@@ -18,6 +18,7 @@ candidate directions and the linear probes:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -198,16 +199,23 @@ def reduce_batches(model: Any, tokenizer: Any, prompts: Sequence[Prompt], mode: 
 # -- the save_hidden_states sub-job --------------------------------------------------
 
 
-def run_info(ctx: Any, model: Any, prompts: Sequence[Prompt]) -> dict[str, Any]:
-    """What a sidecar records about the run that made it."""
+def model_facts(model: Any) -> dict[str, Any]:
+    """What sidecars record about the model; computed where the model is (maybe another process)."""
+    embeddings = model.get_input_embeddings().weight
+    return {"model_type": getattr(model.config, "model_type", ""),
+            "num_steps": int(model.config.mean_recurrence) if is_huginn(model) else None,
+            "dtype": str(embeddings.dtype).removeprefix("torch."), "hidden_size": int(embeddings.shape[-1]),
+            "layers": layer_table(model)}
+
+
+def run_info(ctx: Any, facts: dict[str, Any], prompts: Sequence[Prompt]) -> dict[str, Any]:
+    """What a sidecar records about the run that made it (``facts`` from :func:`model_facts`)."""
     p = ctx.params
     info = {
         "model": p["model"], "model_dir": str(ctx.path(f"transformers/{p['model']}")),
-        "model_type": getattr(model.config, "model_type", ""), "dataset": p["dataset"], "mode": p["mode"],
+        "model_type": facts["model_type"], "dataset": p["dataset"], "mode": p["mode"],
         "reduction": REDUCTION[p["mode"]], "prompt_template": p.get("prompt_template"),
-        "num_steps": int(model.config.mean_recurrence) if is_huginn(model) else None,
-        "dtype": str(model.get_input_embeddings().weight.dtype).removeprefix("torch."),
-        "hidden_size": int(model.get_input_embeddings().weight.shape[-1]),
+        "num_steps": facts["num_steps"], "dtype": facts["dtype"], "hidden_size": facts["hidden_size"],
         "count": len(prompts),
         "class_counts": {label: sum(1 for q in prompts if q.label == label)
                          for label in sorted({q.label for q in prompts})},
@@ -217,57 +225,98 @@ def run_info(ctx: Any, model: Any, prompts: Sequence[Prompt]) -> dict[str, Any]:
     return info
 
 
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.safetensors"
+
+
+def write_shard(model: Any, tokenizer: Any, shard: Sequence[Prompt], path: Path, params: dict[str, Any],
+                on_batch: Callable[[], None] = lambda: None) -> None:
+    """Reduce one shard of prompts and save it (atomically) as one tensor per layer."""
+    from safetensors.torch import save_file
+
+    parts: dict[int | str, list[torch.Tensor]] = {}
+    for _batch, values in reduce_batches(model, tokenizer, shard, params["mode"], params["batch_size"],
+                                         init_scale=params.get("init_scale", 1.0), seed=params.get("seed", 0),
+                                         padding_side=params.get("padding_side", "left")):
+        for key, value in values.items():
+            parts.setdefault(key, []).append(value)
+        on_batch()
+    tensors = {encode_key(key): torch.cat(chunks_).contiguous() for key, chunks_ in parts.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "rows": str(len(shard))})
+
+
+def shards_worker(workspace_root: str, params: dict[str, Any], device_map: Any, rank: int, world: int,
+                  shard_ks: list[int], folder: str) -> None:
+    """Data-parallel process: write the given shards; rank 0 also records the model facts."""
+    from plugins.common.parallel import worker_setup
+
+    _workspace, model, tokenizer, prompts = worker_setup(workspace_root, params, device_map, rank, world)
+    shards = chunks(prompts, int(params.get("shard_size", 256)))
+    for k in shard_ks:
+        write_shard(model, tokenizer, shards[k], Path(folder) / shard_name(k), params)
+    if rank == 0:
+        write_json(Path(folder) / "model_facts.json", model_facts(model))
+
+
 def save_hidden_states(ctx: Any) -> None:
     """Sub-job: every layer's reduced hidden state of every prompt, as sharded safetensors.
 
     Shards are written (atomically) into the sub-job's checkpoint folder as
     they fill, so memory stays at one shard and a killed run resumes at the
     first missing shard; the finished folder appears at once at the end.
+    With ``num_processes`` = N, N processes write every N-th shard.
     """
-    from safetensors.torch import save_file
-
     p = ctx.params
     target: Path = ctx.writes[0]
-    model, tokenizer = load(ctx.workspace, p, ctx.device_map)
+    world = int(p.get("num_processes", 1))
+    store = ctx.checkpoint.folder
+    store.mkdir(parents=True, exist_ok=True)
+    if world > 1:  # the workers load the model; here the tokenizer is enough
+        from models.loading import load_tokenizer, resolve_model_dir
+
+        model, tokenizer = None, load_tokenizer(resolve_model_dir(p["model"], ctx.workspace))
+    else:
+        model, tokenizer = load(ctx.workspace, p, ctx.device_map)
     prompts = encode(load_prompts(ctx.workspace, p["dataset"], p.get("prompt_template", "extraction"),
                                   p.get("sample_size"), p.get("seed", 0), tokenizer, p["model"]), tokenizer)
-    layers = layer_table(model)
     shard_size = int(p.get("shard_size", 256))
     shards = chunks(prompts, shard_size)
-    state = ctx.checkpoint.load("shards", {})
-    if state.get("shard_size") != shard_size or state.get("count") != len(prompts):
-        state = {"done": []}  # nothing saved yet, or saved with another shard size
-    done = {entry["file"]: entry for entry in state["done"] if ctx.checkpoint.path(entry["file"]).exists()}
-    todo = [(k, shard) for k, shard in enumerate(shards) if f"shard-{k:05d}.safetensors" not in done]
-    if done:
-        ctx.logger.info("resuming: %d of %d shards were saved before", len(done), len(shards))
-    batches_total = sum(math.ceil(len(s) / p["batch_size"]) for _, s in todo)
-    bar = iter(ctx.progress(range(batches_total), total=batches_total, description=f"{ctx.job}: hidden states"))
-    for k, shard in todo:
-        parts: dict[int | str, list[torch.Tensor]] = {}
-        for _batch, values in reduce_batches(model, tokenizer, shard, p["mode"], p["batch_size"],
-                                             init_scale=p.get("init_scale", 1.0), seed=p.get("seed", 0),
-                                             padding_side=p.get("padding_side", "left")):
-            for key, value in values.items():
-                parts.setdefault(key, []).append(value)
-            next(bar, None)
-        name = f"shard-{k:05d}.safetensors"
-        tensors = {encode_key(key): torch.cat(chunks_).contiguous() for key, chunks_ in parts.items()}
-        with atomic_path(ctx.checkpoint.path(name)) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "rows": str(len(shard))})
-        done[name] = {"file": name, "rows": len(shard)}
-        ctx.checkpoint.save("shards", {"shard_size": shard_size, "count": len(prompts), "done": list(done.values())})
-    for _ in bar:
-        pass
-    sidecar = {"format": FORMAT, **run_info(ctx, model, prompts), "layers": layers,
+    # A shard file exists only when complete (atomic writes); the layout it was cut with is recorded.
+    layout = {"shard_size": shard_size, "count": len(prompts)}
+    if ctx.checkpoint.load("shards") != layout:
+        for stale in store.glob("shard-*.safetensors"):
+            stale.unlink()
+        ctx.checkpoint.save("shards", layout)
+    todo = [k for k in range(len(shards)) if not (store / shard_name(k)).exists()]
+    if len(todo) < len(shards):
+        ctx.logger.info("resuming: %d of %d shards were saved before", len(shards) - len(todo), len(shards))
+    if world > 1:
+        ctx.logger.info("data-parallel: %d processes write %d shard(s)", world, len(todo))
+        from plugins.common.parallel import run_processes
+
+        run_processes(shards_worker, [(str(ctx.workspace.root), dict(p), ctx.device_map.to_json(), rank, world,
+                                       todo[rank::world], str(store)) for rank in range(world)],
+                      "hidden-states")
+        facts = json.loads((store / "model_facts.json").read_text())
+    else:
+        facts = model_facts(model)
+        batches_total = sum(math.ceil(len(shards[k]) / p["batch_size"]) for k in todo)
+        bar = iter(ctx.progress(range(batches_total), total=batches_total, description=f"{ctx.job}: hidden states"))
+        for k in todo:
+            write_shard(model, tokenizer, shards[k], store / shard_name(k), p, lambda: next(bar, None))
+        for _ in bar:
+            pass
+    sidecar = {"format": FORMAT, **run_info(ctx, facts, prompts), "layers": facts["layers"],
                "labels": [q.label for q in prompts], "indices": [q.index for q in prompts],
                "prompt_sha256": [q.sha256 for q in prompts],
-               "shards": [done[f"shard-{k:05d}.safetensors"] for k in range(len(shards))]}
+               "shards": [{"file": shard_name(k), "rows": len(shard)} for k, shard in enumerate(shards)]}
     with atomic_path(target, directory=True) as tmp:
         for entry in sidecar["shards"]:
-            _link_or_copy(ctx.checkpoint.path(entry["file"]), tmp / entry["file"])
+            _link_or_copy(store / entry["file"], tmp / entry["file"])
         write_json(tmp / SIDECAR, sidecar)
-    ctx.logger.info("saved hidden states of %d prompts x %d layers to %s", len(prompts), len(layers), target)
+    ctx.logger.info("saved hidden states of %d prompts x %d layers to %s", len(prompts), len(facts["layers"]),
+                    target)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -13,6 +13,7 @@ from plugins.common.extraction import Prompt, encode, load, reduce_batches, save
 from plugins.common.hidden_states import DATASET_FILE, HIDDEN_STATES_DIR, SIDECAR, open_hidden_states, variant
 from runner.atomic import PARTIAL_SUFFIX
 from tests.plugins.directions_support import HUGINN, LLAMA, context, failing, params_for, workspace_copy
+from tests.support import slow
 
 _THREADS = torch.get_num_threads()
 
@@ -117,6 +118,20 @@ class TestSavedFolder(Base):
         self.assertEqual(tuple(hs.layer(3).shape), (len(data), 16))
         self.assertEqual(hs.accumulator().count, len(data))
 
+    @slow
+    def test_two_processes_write_the_same_folder_as_one(self):
+        params = params_for(model=HUGINN, batch_size=3, shard_size=5, dtype="float32")
+        one = open_hidden_states(self.run_job(params).writes[0])
+        one_layers = {key: one.layer(key).clone() for key in one.layers}
+        ctx = context(self.ws, "plugins.common.extraction:save_hidden_states", {**params, "num_processes": 2},
+                      [DATASET_FILE], [HIDDEN_STATES_DIR], name="parallel")
+        save_hidden_states(ctx)
+        two = open_hidden_states(ctx.writes[0])
+        self.assertEqual((two.indices, two.labels, two.layer_names), (one.indices, one.labels, one.layer_names))
+        self.assertEqual(two.meta["shards"], one.meta["shards"])
+        for key in one.layers:
+            torch.testing.assert_close(two.layer(key), one_layers[key], rtol=1e-5, atol=1e-6)
+
     def test_killed_run_leaves_nothing_and_resumes_from_its_shards(self):
         params = params_for(model=LLAMA, batch_size=2, shard_size=4, dtype="float32", mode="ALL_TOKENS")
         with self.assertRaises(KeyboardInterrupt):
@@ -127,8 +142,8 @@ class TestSavedFolder(Base):
         self.assertFalse(target.exists())
         self.assertFalse(target.parent.exists() and any(p.name.endswith(PARTIAL_SUFFIX)
                                                         for p in target.parent.iterdir()))
-        self.assertEqual([s["file"] for s in ctx.checkpoint.load("shards")["done"]], ["shard-00000.safetensors",
-                                                                                      "shard-00001.safetensors"])
+        self.assertEqual(sorted(p.name for p in ctx.checkpoint.folder.glob("shard-*.safetensors")),
+                         ["shard-00000.safetensors", "shard-00001.safetensors"])
         with self.assertLogs("latentrun", "INFO") as logs:
             save_hidden_states(ctx)
         self.assertTrue(any("resuming: 2 of" in line for line in logs.output))
