@@ -43,6 +43,8 @@ def _common(num_demos: int, tasks: list[str]) -> dict[str, Param]:
         "scale": Param(1.0, "scale of the additive task vector (patch_mode=add)", float),
         "seed": Param(41, "seed of the dataset sampling and the bootstrap", int),
         "batch_size": Param(32, "prompts per forward", int),
+        "num_processes": Param(1, "data-parallel extraction: N processes take every N-th task (one GPU each "
+                                  "when the machine has N)", int),
         "prompt_format": Param(DEFAULT_FORMAT, "one demonstration; must end with {y}", str),
         "separator": Param(DEFAULT_SEPARATOR, "between demonstrations", str),
         "dtype": Param("float32", "float32, bfloat16, float16", str, choices=["float32", "bfloat16", "float16", "auto"]),

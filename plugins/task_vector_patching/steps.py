@@ -84,45 +84,82 @@ def _read_tensors(path: str | Path) -> dict:
 
 
 def extract(ctx) -> None:
-    """Per task: sample datasets, baseline + ICL predictions, task vectors θ for dev and test."""
+    """Per task: sample datasets, baseline + ICL predictions, task vectors θ for dev and test.
+
+    With ``num_processes`` = N, N processes (one GPU each when the machine
+    has N) take every N-th task that is not done yet.
+    """
+    p = ctx.params
+    done = set(ctx.checkpoint.load("done", []))
+    todo = [name for name in p["tasks"] if not (name in done and _task_extracted(ctx, name))]
+    world = int(p.get("num_processes", 1))
+    if world > 1 and len(todo) > 1:
+        from plugins.common.parallel import run_processes
+
+        ctx.logger.info("data-parallel: %d processes extract %d task(s)", world, len(todo))
+        run_processes(_extract_worker, [(ctx, todo[rank::world], rank, world) for rank in range(world)],
+                      "task-vectors")
+        done.update(name for name in todo if _task_extracted(ctx, name))
+        ctx.checkpoint.save("done", sorted(done))
+        return
+    model, tok = load(ctx)
+    for name in ctx.progress(todo, description="task vectors: extract"):
+        _extract_task(ctx, model, tok, name)
+        done.add(name)
+        ctx.checkpoint.save("done", sorted(done))
+
+
+def _task_extracted(ctx, name: str) -> bool:
+    return all(ctx.path(v).exists() for v in layout.task_files(ctx.params, name).values())
+
+
+def _extract_worker(ctx, names: list[str], rank: int, world: int) -> None:
+    """Data-parallel process: the tasks ``names``, each written atomically as in one process."""
+    import dataclasses
+
+    import torch
+
+    from runner.jobs import DeviceMap
+
+    if torch.cuda.device_count() >= world:
+        ctx = dataclasses.replace(ctx, device_map=DeviceMap(f"cuda:{rank}"))
+    model, tok = load(ctx)
+    for name in names:
+        _extract_task(ctx, model, tok, name)
+
+
+def _extract_task(ctx, model: Any, tok: Any, name: str) -> None:
     from plugins.task_vector_patching.method import (
         decode_tokens, encode, first_token_predictions, task_vectors,
     )
 
     p = ctx.params
-    model, tok = load(ctx)
-    done = set(ctx.checkpoint.load("done", []))
-    for name in ctx.progress(p["tasks"], description="task vectors: extract"):
-        files = {k: ctx.path(v) for k, v in layout.task_files(p, name).items()}
-        if name in done and all(f.exists() for f in files.values()):
-            continue
-        task = prepared_task(name, tok, ctx.workspace.root, p)
-        splits = {split: sample_datasets(task, p[f"{split}_size"], p["num_demos"], p["num_dummy_queries"],
-                                         seed=_seed(p, name, split)) for split in ("dev", "test")}
-        write_json(files["datasets"], {
-            "task": task.name, "family": task.family, "source": task.source, "allow_prefix": task.allow_prefix,
-            "usable_pairs": len(task.pairs), "dropped_multi_token": task.dropped, **splits,
-        })
-        test = splits["test"]
-        fmt_, sep = p["prompt_format"], p["separator"]
-        queries = [build_prompt([], ds["query"][0], fmt_, sep) for ds in test]
-        full = [build_prompt([tuple(d) for d in ds["demos"]], ds["query"][0], fmt_, sep) for ds in test]
-        icl = {}
-        for cond, prompts in (("baseline", queries), ("icl", full)):
-            preds = decode_tokens(tok, first_token_predictions(model, tok, encode(tok, prompts), p["batch_size"]))
-            correct = [is_correct(pr, ds["query"][1], task.allow_prefix) for pr, ds in zip(preds, test)]
-            icl[cond] = {**accuracy(correct, seed=p["seed"]), "correct": correct, "predictions": preds}
-        write_json(files["icl"], icl)
-        vectors = {split: task_vectors(model, tok, splits[split], fmt_, sep, p["batch_size"]) for split in splits}
-        _write_tensors(files["vectors"], vectors, {"model": p["model"], "task": task.name,
-                                                   "layers": list(range(vectors["dev"].shape[1])),
-                                                   "shape": "[datasets, layers, hidden]",
-                                                   "what": "block output at the last token, mean over dummy queries",
-                                                   "num_demos": p["num_demos"],
-                                                   "num_dummy_queries": p["num_dummy_queries"], "seed": p["seed"]})
-        ctx.logger.info("%s: baseline %s, ICL %s", name, fmt(icl["baseline"]), fmt(icl["icl"]))
-        done.add(name)
-        ctx.checkpoint.save("done", sorted(done))
+    files = {k: ctx.path(v) for k, v in layout.task_files(p, name).items()}
+    task = prepared_task(name, tok, ctx.workspace.root, p)
+    splits = {split: sample_datasets(task, p[f"{split}_size"], p["num_demos"], p["num_dummy_queries"],
+                                     seed=_seed(p, name, split)) for split in ("dev", "test")}
+    write_json(files["datasets"], {
+        "task": task.name, "family": task.family, "source": task.source, "allow_prefix": task.allow_prefix,
+        "usable_pairs": len(task.pairs), "dropped_multi_token": task.dropped, **splits,
+    })
+    test = splits["test"]
+    fmt_, sep = p["prompt_format"], p["separator"]
+    queries = [build_prompt([], ds["query"][0], fmt_, sep) for ds in test]
+    full = [build_prompt([tuple(d) for d in ds["demos"]], ds["query"][0], fmt_, sep) for ds in test]
+    icl = {}
+    for cond, prompts in (("baseline", queries), ("icl", full)):
+        preds = decode_tokens(tok, first_token_predictions(model, tok, encode(tok, prompts), p["batch_size"]))
+        correct = [is_correct(pr, ds["query"][1], task.allow_prefix) for pr, ds in zip(preds, test)]
+        icl[cond] = {**accuracy(correct, seed=p["seed"]), "correct": correct, "predictions": preds}
+    write_json(files["icl"], icl)
+    vectors = {split: task_vectors(model, tok, splits[split], fmt_, sep, p["batch_size"]) for split in splits}
+    _write_tensors(files["vectors"], vectors, {"model": p["model"], "task": task.name,
+                                               "layers": list(range(vectors["dev"].shape[1])),
+                                               "shape": "[datasets, layers, hidden]",
+                                               "what": "block output at the last token, mean over dummy queries",
+                                               "num_demos": p["num_demos"],
+                                               "num_dummy_queries": p["num_dummy_queries"], "seed": p["seed"]})
+    ctx.logger.info("%s: baseline %s, ICL %s", name, fmt(icl["baseline"]), fmt(icl["icl"]))
 
 
 # --------------------------------------------------------------------------- main: sweep

@@ -291,5 +291,32 @@ class TestJobs(unittest.TestCase):
             self.assertIn("skip task_vectors_main/extract", out.getvalue())
 
 
+    @slow
+    def test_two_processes_extract_the_same_task_vectors_as_one(self):
+        from safetensors.torch import load_file
+
+        from runner.main import main
+
+        vectors = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for world in (1, 2):
+                ws = Path(tmp) / f"ws{world}"
+                (ws / "transformers").mkdir(parents=True)
+                shutil.copytree(EXAMPLE_MODEL, ws / "transformers" / "tiny-icl-llama")
+                args = ["--jobs", "task_vectors_main", "--workspace_path", str(ws), "--inline", "--subjobs", "extract",
+                        "--set", "tasks=next_letter,to_upper,list_last", "--set", "dev_size=4", "--set", "test_size=4",
+                        "--set", f"num_processes={world}"]
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                    self.assertEqual(main(args), 0, out.getvalue()[-3000:])
+                files = sorted((ws / "experiments").rglob("task_vectors.safetensors"))
+                self.assertEqual(len(files), 3)
+                vectors[world] = {f.parent.name: load_file(str(f)) for f in files}
+        self.assertEqual(sorted(vectors[1]), sorted(vectors[2]))
+        for task, tensors in vectors[1].items():
+            for split, value in tensors.items():
+                torch.testing.assert_close(vectors[2][task][split], value, rtol=1e-5, atol=1e-6)
+
+
 if __name__ == "__main__":
     unittest.main()
