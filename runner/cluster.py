@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.executor import REPO_ROOT, Executor, process_groups
+from runner.executor import REPO_ROOT, Executor, RunBusy, process_groups
 from runner.jobs import DeviceMap, ParamError, RunRecord
 from runner.manifest import Manifest, completed_subjobs
 from runner.plan import PlannedRun, PlannedSubJob
@@ -139,7 +139,12 @@ class SlurmExecutor(Executor):
         opened: list[tuple[PlannedRun, Manifest, RunRecord]] = []
         writers: dict[str, int] = {}
         for run in runs:
-            manifest, record = self.open_run(run)
+            try:
+                manifest, record = self.open_run(run)
+            except RunBusy as busy:
+                print(f"  {busy}", flush=True)
+                records.append(RunRecord(run.run_id, run.job.name, run.params, "", status="busy"))
+                continue
             opened.append((run, manifest, record))
             records.append(record)
             previous: int | None = None

@@ -8,6 +8,7 @@ group of sub-jobs runs: ``launch(spec) -> return code``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -65,6 +66,10 @@ def dependencies(runs: list[PlannedRun]) -> dict[str, list[str]]:
     return deps
 
 
+class RunBusy(RuntimeError):
+    """Another runner process holds this run."""
+
+
 class Executor(ABC):
     name = "base"
 
@@ -73,6 +78,7 @@ class Executor(ABC):
         self.pm = pm
         self.options = options
         self.interrupted = False
+        self._locks: dict[str, Any] = {}
 
     @abstractmethod
     def launch(self, spec: dict[str, Any], spec_path: Path) -> int:
@@ -86,7 +92,11 @@ class Executor(ABC):
             if self.interrupted or (self.options.fail_fast and any(r.status == "failed" for r in records)):
                 records.append(RunRecord(run.run_id, run.job.name, run.params, "", status="not run"))
                 continue
-            records.append(self.execute_run(run, done))
+            try:
+                records.append(self.execute_run(run, done))
+            except RunBusy as busy:
+                print(f"  {busy}", flush=True)
+                records.append(RunRecord(run.run_id, run.job.name, run.params, "", status="busy"))
         return records
 
     def execute_run(self, run: PlannedRun, done: dict[str, dict[str, Any]]) -> RunRecord:
@@ -102,6 +112,8 @@ class Executor(ABC):
         return record
 
     def open_run(self, run: PlannedRun) -> tuple[Manifest, RunRecord]:
+        """Lock the run (one runner per run id), load or start its manifest, announce it."""
+        self._lock(run.run_id)
         manifest = Manifest.open(
             self.workspace.runs, run.run_id, job=run.job.name, plugin=run.job.plugin, params=run.params,
             device_map=run.device_map.to_json(), executor=self.name, command=self.options.command,
@@ -117,7 +129,30 @@ class Executor(ABC):
         record.status = status
         manifest.data["status"] = status
         manifest.save()
+        self._unlock(run.run_id)
         self.pm.hook.latentrun_job_finish(job=run.job, run=record, status=status)
+
+    def _lock(self, run_id: str) -> None:
+        """Hold ``runs/<run-id>/.lock`` until the run ends, so two runners never write one manifest."""
+        path = self.workspace.runs / run_id / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise RunBusy(f"run {run_id} is already being run by {owner}; wait for it or stop it") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._locks[run_id] = handle
+
+    def _unlock(self, run_id: str) -> None:
+        handle = self._locks.pop(run_id, None)
+        if handle is not None:
+            handle.close()  # closing releases the lock
 
     def pending(self, run: PlannedRun, group: list[PlannedSubJob], manifest: Manifest, record: RunRecord,
                 done: dict[str, dict[str, Any]]) -> list[PlannedSubJob]:

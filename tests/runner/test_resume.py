@@ -76,6 +76,20 @@ class ResumeTest(TempWorkspace, unittest.TestCase):
                          and any((self.ws / "experiments/checkpoints/fixture_checkpoint").iterdir()),
                          "checkpoint cleared after completion")
 
+    def test_a_second_runner_on_the_same_run_is_refused(self):
+        process = start_cli(["--jobs", "fixture_slow", "--workspace_path", str(self.ws)])
+        try:
+            wait_for(self.ws / "experiments/fixture/started")
+            second = self.cli("--jobs", "fixture_slow")
+            self.assertEqual(second.returncode, 1, second.stdout)
+            self.assertIn("is already being run by pid", second.stdout)
+        finally:
+            (self.ws / "experiments/fixture/release").touch()
+            output, _ = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 0, output)
+        manifest = json.loads(next((self.ws / "experiments/runs").glob("fixture_slow-*/manifest.json")).read_text())
+        self.assertEqual(manifest["status"], "completed")
+
     def test_ctrl_c_interrupts_cleanly(self):
         process = start_cli(["--jobs", "fixture_slow", "fixture_write", "--workspace_path", str(self.ws)])
         wait_for(self.ws / "experiments/fixture/started")
