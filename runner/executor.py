@@ -50,22 +50,6 @@ def process_groups(subjobs: list[PlannedSubJob]) -> list[list[PlannedSubJob]]:
     return groups
 
 
-def dependencies(runs: list[PlannedRun]) -> dict[str, list[str]]:
-    """For each sub-job key, the keys of earlier sub-jobs that write what it reads.
-
-    The local executor runs in order anyway; a cluster executor turns these
-    into job dependencies.
-    """
-    writers: dict[str, str] = {}
-    deps: dict[str, list[str]] = {}
-    for run in runs:
-        for planned in run.subjobs:
-            deps[planned.key] = sorted({writers[r] for r in planned.reads if r in writers})
-            for w in planned.writes:
-                writers[w] = planned.key
-    return deps
-
-
 class RunBusy(RuntimeError):
     """Another runner process holds this run."""
 
