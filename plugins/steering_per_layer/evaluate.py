@@ -160,6 +160,11 @@ def evaluate_accuracy(ctx: Any) -> None:
         with intervention.steer(model, directions):
             runs["steered"] = predict()
     rows = summarize(items, runs, p["bootstrap"], p["seed"])
+    for name, preds in runs.items():
+        missing = [(items[i], pred["response"]) for i, pred in enumerate(preds) if pred["prediction"] is None]
+        if missing:
+            ctx.logger.warning("%s: %d of %d answers unparseable (counted wrong); e.g. %s", name, len(missing),
+                               len(preds), "; ".join(f"item {item.index}: {text!r}" for item, text in missing[:3]))
     per_item = [{"index": item.index, "label": item.label, "answer": item.answer,
                  **{f"{name}_{k}": v for name, preds in runs.items() for k, v in preds[i].items()}}
                 for i, item in enumerate(items)]

@@ -185,6 +185,21 @@ class TestAccuracyJob(unittest.TestCase):
             changed = sum(item["baseline_scores"] != item["steered_scores"] for item in result["items"])
             self.assertEqual(changed, 24)
 
+    def test_generate_method_counts_unparseable_answers_and_scale_zero_matches(self):
+        from plugins.steering_per_layer.evaluate import evaluate_accuracy
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ws = example_copy(Path(tmp) / "ws")
+            ctx = sub_context(ws, "mmlu_pro_evaluate_accuracy_reasoning_memorizing_with_intervention_1",
+                              layer_indices=[1], scale=0.0, sample_size=4, bootstrap=20, method="generate",
+                              max_new_tokens=4)
+            evaluate_accuracy(ctx)
+            result = json.loads(ctx.writes[0].read_text())
+            for item in result["items"]:
+                self.assertEqual(item["baseline_response"], item["steered_response"])
+            no_answers = sum(item["baseline_prediction"] is None for item in result["items"])
+            self.assertEqual(sum(r["no_answer_baseline"] for r in result["subsets"]), no_answers)
+
 
 if __name__ == "__main__":
     unittest.main()
