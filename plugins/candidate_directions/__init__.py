@@ -37,7 +37,7 @@ HUGINN, LLAMA = "huginn-0125", "Meta-Llama-3-8B"
 
 def load_directions(path: str | Path) -> dict[str, Any]:
     """``{"layers": [...], "unit_direction": {layer: Tensor}, ..., "meta": {...}}`` (see format.py)."""
-    from plugins.candidate_directions.format import load_directions as load
+    from plugins.common.directions_format import load_directions as load
 
     return load(path)
 

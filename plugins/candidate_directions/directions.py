@@ -1,6 +1,6 @@
 """Candidate directions: per layer, mean(reasoning) − mean(memorizing), streamed or from saved states.
 
-Two sub-jobs write the same file (see :mod:`plugins.candidate_directions.format`):
+Two sub-jobs write the same file (see :mod:`plugins.common.directions_format`):
 
 * :func:`from_model` — one pass over the prompts with an
   :class:`models.accumulators.Accumulator` (float64 class-conditional sums),
@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any, Mapping, Sequence
 
-from plugins.candidate_directions.format import complete, write_directions
+from plugins.common.directions_format import complete, write_directions
 from plugins.common.hidden_states import LABELS, MEMORIZING, REASONING, open_hidden_states
 
 

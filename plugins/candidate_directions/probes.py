@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from plugins.candidate_directions.format import complete, write_directions
+from plugins.common.directions_format import complete, write_directions
 from plugins.common.hidden_states import LABELS, REASONING, open_hidden_states
 
 

@@ -212,21 +212,15 @@ def preflight(intervention: Intervention, model_name: str, model_dir: Path, dire
 
 
 def read_directions(path: str | Path, layers: Any) -> dict[str, dict[int, Any]]:
-    """``{"unit_direction": {layer: Tensor}, "overall_mean": {...}}`` of ``layers`` from a directions file.
+    """``{"unit_direction": {layer: Tensor}, "overall_mean": {...}}`` of ``layers`` from a directions file."""
+    from plugins.common.directions_format import load_directions
 
-    Reads the directions format (docs/plugins/candidate_directions.md) itself:
-    plugins exchange files, never imports.
-    """
-    from safetensors import safe_open
-
+    stored = load_directions(path)
     out: dict[str, dict[int, Any]] = {"unit_direction": {}, "overall_mean": {}}
-    with safe_open(str(path), framework="pt") as handle:
-        names = set(handle.keys())
-        for layer in layers:
-            for kind in out:
-                name = f"{kind}.{layer}"
-                if name in names:
-                    out[kind][int(layer)] = handle.get_tensor(name)
-            if int(layer) not in out["unit_direction"]:
-                raise InterventionError(f"{path} has no unit_direction for layer {layer}")
+    for layer in layers:
+        for kind in out:
+            if int(layer) in stored.get(kind, {}):
+                out[kind][int(layer)] = stored[kind][int(layer)]
+        if int(layer) not in out["unit_direction"]:
+            raise InterventionError(f"{path} has no unit_direction for layer {layer}")
     return out

@@ -1,5 +1,9 @@
 """The directions file: one safetensors per model / data set / mode, plus a JSON sidecar.
 
+Written by ``candidate_directions`` (directions and probes), read by
+``steering_per_layer``: the format lives here because plugins share files,
+never imports.
+
 Tensor names are ``<kind>.<layer>`` with ``<layer>`` = ``embed`` or the
 layer index of DESIGN.md's numbering; every tensor is float32 ``[hidden]``:
 
