@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
+import unittest
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +162,16 @@ def failing(ctx: SubJobContext, fail_after: int) -> FailingContext:
     out = FailingContext(**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)})
     out.fail_after = fail_after
     return out
+
+
+class WorkspaceCase(unittest.TestCase):
+    """A test class with its own copy of the synthetic workspace (``cls.ws``)."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.ws = workspace_copy(Path(cls._tmp.name) / "ws")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls._tmp.cleanup()

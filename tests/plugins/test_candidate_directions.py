@@ -22,7 +22,7 @@ from plugins.common.extraction import Prompt, reduce_batches, save_hidden_states
 from plugins.common.hidden_states import DATASET_FILE, HIDDEN_STATES_DIR, write_hidden_states
 from runner.atomic import PARTIAL_SUFFIX
 from tests.plugins.directions_support import (
-    HUGINN, LLAMA, context, failing, params_for, tiny_llama, workspace_copy,
+    HUGINN, LLAMA, WorkspaceCase, context, failing, params_for, tiny_llama,
 )
 from tests.support import REPO_ROOT, slow
 
@@ -96,16 +96,7 @@ class TestPlanted(unittest.TestCase):
                     self.assertGreater(cosine(result["embed"]["direction"], planted), 0.99)
 
 
-class TestStreamingEqualsSaved(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.ws = workspace_copy(Path(cls._tmp.name) / "ws")
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls._tmp.cleanup()
-
+class TestStreamingEqualsSaved(WorkspaceCase):
     def streamed(self, params, name="stream"):
         ctx = context(self.ws, "plugins.candidate_directions.directions:from_model", params, [DATASET_FILE],
                       OUTPUTS, name=name)

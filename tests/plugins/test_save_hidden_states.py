@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import unittest
-from pathlib import Path
 
 import torch
 
 from plugins.common.extraction import Prompt, encode, load, reduce_batches, save_hidden_states
 from plugins.common.hidden_states import DATASET_FILE, HIDDEN_STATES_DIR, SIDECAR, open_hidden_states, variant
 from runner.atomic import PARTIAL_SUFFIX
-from tests.plugins.directions_support import HUGINN, LLAMA, context, failing, params_for, workspace_copy
+from tests.plugins.directions_support import HUGINN, LLAMA, WorkspaceCase, context, failing, params_for
 from tests.support import slow
 
 _THREADS = torch.get_num_threads()
@@ -26,16 +24,7 @@ def tearDownModule() -> None:
     torch.set_num_threads(_THREADS)
 
 
-class Base(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.ws = workspace_copy(Path(cls._tmp.name) / "ws")
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls._tmp.cleanup()
-
+class Base(WorkspaceCase):
     def model(self, name: str, **params):
         return load(self.ws, params_for(model=name, dtype="float32", **params), "cpu")
 
