@@ -10,7 +10,9 @@ The reduction runs inside the hook, so all-layer last-token capture keeps
 
 Reductions: ``"last"`` (last real token, left or right padding), ``"mean"``
 (over real tokens), ``"all"`` (``[batch, seq, hidden]``), or a list of
-positions (absolute columns, negative from the end: ``[batch, n, hidden]``).
+positions (absolute columns, negative from the end: ``[batch, n, hidden]``),
+or a callable applied to the ``[batch, seq, hidden]`` tensor (e.g. a
+projection ``lambda t: t @ U.T`` that keeps ``[batch, seq, k]``).
 Real tokens come from the forward's own ``attention_mask``, else the one
 given here, else the pad token id (right padding); see :class:`models.hooks.InputTracker`.
 """
@@ -26,6 +28,8 @@ from models.layers import Layer, get_adapter, get_layers, resolve_layer
 
 
 def _check_reduction(reduction: Any) -> Any:
+    if callable(reduction):
+        return reduction
     if isinstance(reduction, str):
         if reduction not in ("last", "mean", "all"):
             raise ValueError(f"reduction must be 'last', 'mean', 'all' or a list of positions, not {reduction!r}")
@@ -62,6 +66,8 @@ def make_reducer(reduction: Any, tracker: InputTracker, hidden: torch.Tensor) ->
         weight = real.unsqueeze(-1)
         count = weight.sum(dim=1).clamp_min(1)
         return lambda t: (t * weight.to(t.dtype)).sum(dim=1) / count.to(t.dtype)
+    if callable(reduction):
+        return reduction
     if reduction == "all":
         return lambda t: t
     index = torch.tensor(reduction, device=device)

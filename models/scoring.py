@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 
@@ -51,8 +51,11 @@ PaddingSide = Literal["right", "left"]
 
 __all__ = [
     "ContinuationScore",
+    "NextTokenBatch",
+    "encode_contexts",
     "encode_pair",
     "model_max_length",
+    "next_token_batches",
     "next_token_logprobs",
     "score_choices",
     "score_choices_batched",
@@ -213,7 +216,8 @@ def _forward_logits(
     pad_id: int,
     side: PaddingSide,
     forward_kwargs: dict[str, Any],
-) -> tuple[torch.Tensor, list[int]]:
+) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
+    """``(logits, row offsets, input_ids, attention_mask)`` of one padded batch."""
     device = _input_device(model)
     ids, mask, starts = _pad_batch(rows, pad_id, side, device)
     kwargs = dict(forward_kwargs)
@@ -235,18 +239,19 @@ def _forward_logits(
         kwargs.pop("use_cache")
     out = model(input_ids=ids, **kwargs)
     logits = out.logits if hasattr(out, "logits") else out[0]
-    return logits, starts
+    return logits, starts, ids, mask
 
 
 class _EvalMode:
-    """Eval mode + no grad for the duration; restores the model's training flag."""
+    """Eval mode + no grad (or grad, for gradient passes) for the duration; restores the training flag."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, grad: bool = False) -> None:
         self.model = model
+        self.grad = grad
 
     def __enter__(self) -> None:
         self.was_training = bool(getattr(self.model, "training", False))
-        self.no_grad = torch.no_grad()
+        self.no_grad = torch.enable_grad() if self.grad else torch.no_grad()
         self.no_grad.__enter__()
         if self.was_training:
             self.model.eval()
@@ -326,7 +331,7 @@ def score_continuations_detailed(
     with _EvalMode(model):
         for b in range(0, len(order), batch_size):
             chunk = order[b : b + batch_size]
-            logits, starts = _forward_logits(
+            logits, starts, _, _ = _forward_logits(
                 model, [requests[i][0] for i in chunk], pad_id, padding_side, forward_kwargs
             )
             # Gather only the positions that predict continuation tokens, then log-softmax those.
@@ -421,6 +426,72 @@ def score_choices_batched(
     return out
 
 
+def encode_contexts(
+    tokenizer: Any, contexts: Sequence[str], *, add_bos: bool | None = None, max_length: int | None = None
+) -> list[list[int]]:
+    """Token ids of each context as the next-token scorer feeds them (BOS rule, left truncation)."""
+    if isinstance(contexts, str):
+        raise TypeError("contexts is a sequence of strings, not a string")
+    want_bos = _tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos
+    encoded = []
+    for text in contexts:
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+        if want_bos or not ids:
+            prefix = _prefix_token(tokenizer)
+            if prefix is None:
+                raise ValueError("empty context and the tokenizer has no BOS or EOS token")
+            ids = [prefix] + ids
+        if max_length is not None and len(ids) > max_length:
+            ids = ids[len(ids) - max_length :]
+        encoded.append(ids)
+    return encoded
+
+
+@dataclass
+class NextTokenBatch:
+    """One forward of :func:`next_token_batches`: which contexts, and the logits that predict their next token."""
+
+    indices: list[int]  # positions in the ``contexts`` given
+    logits: torch.Tensor  # [len(indices), vocab] at each row's last real token (graph attached when grad=True)
+    input_ids: torch.Tensor  # [len(indices), width], padded, on the model's input device
+    attention_mask: torch.Tensor  # [len(indices), width], 1 on real tokens
+
+
+def next_token_batches(
+    model: Any,
+    tokenizer: Any,
+    contexts: Sequence[str],
+    *,
+    batch_size: int = 8,
+    add_bos: bool | None = None,
+    padding_side: PaddingSide = "right",
+    max_length: int | None = None,
+    grad: bool = False,
+    **forward_kwargs: Any,
+) -> Iterator[NextTokenBatch]:
+    """The forwards behind :func:`next_token_logprobs`, one batch at a time (longest contexts first).
+
+    ``grad=True`` runs them with gradients enabled (still in eval mode), so a
+    caller can backpropagate from the yielded logits before the next batch,
+    e.g. inside :func:`models.capture.capture_grads`; same batches, same order.
+    """
+    _check_padding_side(padding_side)
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    limit = max_length if max_length is not None else model_max_length(model)
+    encoded = encode_contexts(tokenizer, contexts, add_bos=add_bos, max_length=limit)
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    pad_id = _pad_id(tokenizer)
+    with _EvalMode(model, grad=grad):
+        for b in range(0, len(order), batch_size):
+            chunk = order[b : b + batch_size]
+            rows = [encoded[i] for i in chunk]
+            logits, starts, ids, mask = _forward_logits(model, rows, pad_id, padding_side, forward_kwargs)
+            last = torch.tensor([s + len(r) - 1 for s, r in zip(starts, rows)], device=logits.device)
+            picked = logits[torch.arange(len(rows), device=logits.device), last]
+            yield NextTokenBatch(list(chunk), picked, ids, mask)
+
+
 def next_token_logprobs(
     model: Any,
     tokenizer: Any,
@@ -439,34 +510,13 @@ def next_token_logprobs(
     """
     if isinstance(contexts, str):
         raise TypeError("contexts is a sequence of strings, not a string")
-    _check_padding_side(padding_side)
-    limit = max_length if max_length is not None else model_max_length(model)
-    want_bos = _tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos
-    encoded = []
-    for text in contexts:
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-        if want_bos or not ids:
-            prefix = _prefix_token(tokenizer)
-            if prefix is None:
-                raise ValueError("empty context and the tokenizer has no BOS or EOS token")
-            ids = [prefix] + ids
-        if limit is not None and len(ids) > limit:
-            ids = ids[len(ids) - limit :]
-        encoded.append(ids)
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     out: torch.Tensor | None = None
-    pad_id = _pad_id(tokenizer)
-    with _EvalMode(model):
-        for b in range(0, len(order), batch_size):
-            chunk = order[b : b + batch_size]
-            rows = [encoded[i] for i in chunk]
-            logits, starts = _forward_logits(model, rows, pad_id, padding_side, forward_kwargs)
-            last = torch.tensor([s + len(r) - 1 for s, r in zip(starts, rows)], device=logits.device)
-            picked = logits[torch.arange(len(rows), device=logits.device), last]
-            lp = torch.log_softmax(picked.float(), dim=-1).cpu()
-            if out is None:
-                out = torch.empty((len(encoded), lp.shape[-1]), dtype=torch.float32)
-            out[torch.tensor(chunk)] = lp
+    for batch in next_token_batches(model, tokenizer, contexts, batch_size=batch_size, add_bos=add_bos,
+                                    padding_side=padding_side, max_length=max_length, **forward_kwargs):
+        lp = torch.log_softmax(batch.logits.float(), dim=-1).cpu()
+        if out is None:
+            out = torch.empty((len(contexts), lp.shape[-1]), dtype=torch.float32)
+        out[torch.tensor(batch.indices)] = lp
     if out is None:
         return torch.empty((0, 0), dtype=torch.float32)
     return out

@@ -169,6 +169,20 @@ class CaptureGradsTest(unittest.TestCase):
                 torch.testing.assert_close(last["embed"], grads[0][rows, idx])
                 torch.testing.assert_close(last.values[1], grads[2][rows, idx])
 
+    def test_callable_reduction_projects_activations_and_gradients(self) -> None:
+        ids, mask = padded_batch("right", LENGTHS)
+        basis = torch.randn(2, HIDDEN, generator=torch.Generator().manual_seed(0))
+        self.model.zero_grad()
+        with capture_grads(self.model, [0, 1], reduction="all") as full, \
+                capture_grads(self.model, [0, 1], reduction=lambda t: t @ basis.T) as projected, \
+                capture(self.model, [1], reduction=lambda t: t @ basis.T) as acts, \
+                capture(self.model, [1], reduction="all") as reference:
+            self.model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
+        for layer in (0, 1):
+            self.assertEqual(projected.values[layer].shape, ids.shape + (2,))
+            torch.testing.assert_close(projected.values[layer], full.values[layer] @ basis.T)
+        torch.testing.assert_close(acts.values[1], reference.values[1] @ basis.T)
+
 
 if __name__ == "__main__":
     unittest.main()
