@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from plugins.task_vector_patching import layout
-from plugins.task_vector_patching.stats import accuracy, fmt, mean_accuracy
+from plugins.common.stats import accuracy, fmt, mean_accuracy
 from plugins.task_vector_patching.tasks import (
     Task, TaskError, build_prompt, check_size, filter_single_token, is_correct, load_task, sample_datasets,
 )

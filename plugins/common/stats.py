@@ -1,4 +1,4 @@
-"""Accuracies with their n and a percentile bootstrap confidence interval (no torch)."""
+"""Accuracies with their n and a percentile bootstrap confidence interval (no torch; shared by the plugins)."""
 
 from __future__ import annotations
 
