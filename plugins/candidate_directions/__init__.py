@@ -2,8 +2,10 @@
 
 Jobs (presets of two parameterised jobs, with the seed's names):
 
-* ``save_candidate_directions`` (huginn-0125, from saved hidden states, as
-  the seed), ``save_candidate_directions_model_name_Meta-Llama-3-8B``,
+* ``save_candidate_directions`` and ``save_candidate_directions_model_name_huginn-0125``
+  (huginn-0125, from saved hidden states, as the seed; the seed's README
+  lists the second but its runner has no branch for it),
+  ``save_candidate_directions_model_name_Meta-Llama-3-8B``,
   ``mmlu_pro_save_candidate_directions`` / ``..._all_tokens`` (huginn-0125,
   streamed from the model in one pass), ``mmlu_pro_meta-llama-3-8b_save_candidate_directions``
   / ``..._all_tokens``;
@@ -96,6 +98,7 @@ def _probes_job(name: str, description: str, **defaults: Any) -> Job:
 def jobs() -> list[Job]:
     out = []
     for name, model, source in [("save_candidate_directions", HUGINN, "hidden_states"),
+                                (f"save_candidate_directions_model_name_{HUGINN}", HUGINN, "hidden_states"),
                                 (f"save_candidate_directions_model_name_{LLAMA}", LLAMA, "hidden_states")]:
         out.append(_directions_job(name, f"Candidate directions of {model} from its saved hidden states (the "
                                          "seed's route: save_hidden_states first, reused if done)",
