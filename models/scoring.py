@@ -51,14 +51,17 @@ PaddingSide = Literal["right", "left"]
 
 __all__ = [
     "ContinuationScore",
+    "Generation",
     "NextTokenBatch",
     "encode_contexts",
     "encode_pair",
+    "generate_greedy",
     "model_max_length",
     "next_token_batches",
     "next_token_logprobs",
     "score_choices",
     "score_choices_batched",
+    "score_choices_detailed",
     "score_continuations",
     "score_continuations_detailed",
 ]
@@ -105,6 +108,21 @@ def _prefix_token(tokenizer: Any) -> int | None:
         if tok is not None:
             return int(tok)
     return None
+
+
+def sequence_start(tokenizer: Any, add_bos: bool | None = None) -> list[int]:
+    """The token ids a scored sequence starts with: ``[BOS]`` when the tokenizer adds one, else ``[]``.
+
+    For callers that assemble token sequences piece by piece (prefix KV-cache
+    reuse) and must start them exactly as :func:`encode_pair` does.
+    """
+    want = _tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos
+    if not want:
+        return []
+    prefix = _prefix_token(tokenizer)
+    if prefix is None:
+        raise ValueError("add_bos=True but the tokenizer has no BOS token")
+    return [prefix]
 
 
 def _encode_offsets(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -414,14 +432,36 @@ def score_choices_batched(
     """:func:`score_choices` for many questions at once, batched across questions."""
     if reduction == "none":
         raise ValueError("score_choices_batched needs a scalar per option: use 'sum' or 'mean'")
+    detailed = score_choices_detailed(model, tokenizer, contexts, options, batch_size=batch_size, **kwargs)
+    if reduction == "sum":
+        return [[s.sum for s in row] for row in detailed]
+    if reduction == "mean":
+        return [[s.mean for s in row] for row in detailed]
+    raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+
+
+def score_choices_detailed(
+    model: Any,
+    tokenizer: Any,
+    contexts: Sequence[str],
+    options: Sequence[Sequence[str]],
+    batch_size: int = 8,
+    **kwargs: Any,
+) -> list[list[ContinuationScore]]:
+    """Per-token scores of every option of every question, batched across questions.
+
+    One forward per option gives both the summed and the length-normalised
+    score (``.sum``, ``.mean``) and the token count, so a plugin reporting
+    both variants scores once.
+    """
     if len(contexts) != len(options):
         raise ValueError(f"{len(contexts)} contexts but {len(options)} option lists")
     flat_ctx = [c for c, opts in zip(contexts, options) for _ in opts]
     flat_opt = [o for opts in options for o in opts]
-    flat = score_continuations(model, tokenizer, flat_ctx, flat_opt, reduction, batch_size, **kwargs)
+    flat = score_continuations_detailed(model, tokenizer, flat_ctx, flat_opt, batch_size=batch_size, **kwargs)
     out, k = [], 0
     for opts in options:
-        out.append(list(flat[k : k + len(opts)]))  # type: ignore[arg-type]
+        out.append(list(flat[k : k + len(opts)]))
         k += len(opts)
     return out
 
@@ -520,3 +560,84 @@ def next_token_logprobs(
     if out is None:
         return torch.empty((0, 0), dtype=torch.float32)
     return out
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One greedy continuation: its text, token ids and the log-prob of each generated token."""
+
+    text: str
+    token_ids: list[int]
+    token_logprobs: list[float]
+
+    @property
+    def sum_logprob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+
+def generate_greedy(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    batch_size: int = 8,
+    add_bos: bool | None = None,
+    stop: str | None = None,
+    **generate_kwargs: Any,
+) -> list[Generation]:
+    """Greedy continuations of ``prompts`` (new tokens only, special tokens skipped in the text).
+
+    Prompts are encoded as the scorer encodes contexts (no special tokens, BOS
+    when the tokenizer adds one) and left-padded with an attention mask, so a
+    batch gives what each prompt alone gives. Generation stops at EOS; with
+    ``stop`` the text is also cut after the first occurrence of ``stop``
+    (its tokens and log-probs are cut at the token that completes it).
+    ``token_logprobs`` are the log-softmax of the raw logits at each step,
+    i.e. the probability the model gave the token it produced.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("prompts is a sequence of strings, not a string")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    want_bos = _tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos
+    encoded = []
+    for text in prompts:
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+        if want_bos or not ids:
+            prefix = _prefix_token(tokenizer)
+            if prefix is None:
+                raise ValueError("empty prompt and the tokenizer has no BOS or EOS token")
+            ids = [prefix] + ids
+        encoded.append(ids)
+    pad_id = _pad_id(tokenizer)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    device = _input_device(model)
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    results: list[Generation | None] = [None] * len(encoded)
+    with _EvalMode(model):
+        for b in range(0, len(order), batch_size):
+            chunk = order[b : b + batch_size]
+            ids, mask, _ = _pad_batch([encoded[i] for i in chunk], pad_id, "left", device)
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                num_beams=1, pad_token_id=pad_id, eos_token_id=eos, output_logits=True,
+                return_dict_in_generate=True, **generate_kwargs,
+            )
+            new = out.sequences[:, ids.shape[1]:].cpu()
+            steps = torch.stack([torch.log_softmax(l.float(), dim=-1) for l in out.logits], dim=1).cpu()
+            for r, i in enumerate(chunk):
+                tokens, lps = [], []
+                for t in range(new.shape[1]):
+                    tok = int(new[r, t])
+                    tokens.append(tok)
+                    lps.append(float(steps[r, t, tok]))
+                    if eos is not None and tok == eos:
+                        break
+                    if stop and stop in tokenizer.decode(tokens, skip_special_tokens=True):
+                        break
+                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                if stop and stop in text:
+                    text = text[: text.index(stop) + len(stop)]
+                results[i] = Generation(text=text, token_ids=tokens, token_logprobs=lps)
+    return results  # type: ignore[return-value]

@@ -189,6 +189,7 @@ def train_tiny(
     log_every: int = 10,
     overwrite: bool = False,
     forward_kwargs: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
+    checkpoints: Mapping[int, str] | None = None,
 ) -> Path:
     """Train ``AutoModelForCausalLM.from_config(config)`` on ``data`` and save it to ``out_dir``.
 
@@ -209,6 +210,11 @@ def train_tiny(
     The loss is next-token cross-entropy computed here from the logits (not
     the model's ``labels`` argument), so models with another label convention
     (Huginn's published pre-shifted labels) train the same way.
+    ``checkpoints`` maps a step count to a sub-directory of ``out_dir``
+    (``{500: "revisions/step500"}``): the weights after that many steps are
+    saved there too, with the tokenizer and their own ``training_log.json`` —
+    intermediate training checkpoints, like OLMo's step revisions. They are
+    written in the same atomic rename as the final model.
     ``forward_kwargs`` go to every training forward: a mapping, or a function
     of the step returning one (e.g. ``lambda step: {"num_steps": ...}`` to
     vary Huginn's recurrence; draw from your own seeded RNG to stay
@@ -218,6 +224,10 @@ def train_tiny(
 
     if steps < 1:
         raise ValueError("steps must be >= 1")
+    checkpoints = dict(checkpoints or {})
+    bad = [s for s in checkpoints if not 1 <= s < steps]
+    if bad:
+        raise ValueError(f"checkpoint steps {bad} are not between 1 and steps - 1 = {steps - 1}")
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
@@ -254,6 +264,8 @@ def train_tiny(
             return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
         losses: list[tuple[int, float]] = []
+        snapshots: dict[int, tuple[dict[str, torch.Tensor], int]] = {}
+        tokens_seen = 0
         start = time.perf_counter()
         for step in range(steps):
             if pack:
@@ -285,6 +297,9 @@ def train_tiny(
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
+            tokens_seen += int(attention_mask.sum())
+            if step + 1 in checkpoints:
+                snapshots[step + 1] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, tokens_seen)
             if step % log_every == 0 or step == steps - 1:
                 losses.append((step, loss.item()))
                 log.info("step %d/%d loss %.4f", step + 1, steps, losses[-1][1])
@@ -297,6 +312,7 @@ def train_tiny(
             record = {
                 "seed": seed,
                 "steps": steps,
+                "tokens_seen": tokens_seen,
                 "lr": lr,
                 "batch_size": batch_size,
                 "seq_len": seq_len,
@@ -307,6 +323,15 @@ def train_tiny(
                 "losses": [{"step": s, "loss": v} for s, v in losses],
             }
             (tmp / "training_log.json").write_text(json.dumps(record, indent=2) + "\n")
+            for at, (state, seen) in snapshots.items():
+                folder = tmp / checkpoints[at]
+                folder.mkdir(parents=True)
+                model.save_pretrained(folder, state_dict=state)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(folder)
+                partial = {**record, "steps": at, "tokens_seen": seen, "final_steps": steps,
+                           "losses": [{"step": s, "loss": v} for s, v in losses if s < at]}
+                (folder / "training_log.json").write_text(json.dumps(partial, indent=2) + "\n")
     finally:
         torch.set_num_threads(old_threads)
     return out
