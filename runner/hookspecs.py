@@ -75,6 +75,32 @@ def latentrun_model_adapters() -> list[Any]:
 
 
 @hookspec
+def latentrun_icm_testbeds() -> list[Any]:
+    """Return testbeds (claim formats and consistency rules) for the ``icm_label`` job.
+
+    Each item is a ``plugins.icm_label.testbeds.Testbed`` or a dict of its
+    fields: ``name``, ``description``, ``template`` (formatted with
+    ``{question}``, ``{choice}``, ``{choice_2}``, ending where the label word
+    follows), ``key`` (how a claim's consistency key is derived from its own
+    text: ``normalised_choice``, ``answer``, ``ordered_pair``, ``text`` or
+    ``field:<column>`` — never from gold labels) and the rules
+    ``equal_keys_agree``, ``different_keys_not_both_true``,
+    ``different_keys_not_both_false``; optional ``true_word``/``false_word``,
+    ``aliases``. ``--set testbed=<name>`` then selects it. A name may not
+    repeat a built-in one. See docs/plugins/icm_label.md.
+
+    Example::
+
+        @hookimpl
+        def latentrun_icm_testbeds():
+            return [{"name": "capitals", "description": "Is X the capital of Y?",
+                     "template": "Question: {question}\nClaim: {choice}\nI think this claim is ",
+                     "key": "normalised_choice", "equal_keys_agree": True,
+                     "different_keys_not_both_true": True}]
+    """
+
+
+@hookspec
 def latentrun_job_start(job: Job, run: RunRecord) -> None:
     """Called in the runner process before the first sub-job of a run starts.
 
