@@ -41,6 +41,7 @@ def backbone_config(setting: str, num_dims: int, context_length: int, mlp_expans
         intermediate_size=max(1, int(round(HIDDEN * mlp_expansion_factor))),
         max_position_embeddings=positions, use_parallel_residual=False, attention_bias=False,
         use_cache=False, attention_dropout=0.0, hidden_dropout=0.0, tie_word_embeddings=False,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None,
     )
 
 
