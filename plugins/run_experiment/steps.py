@@ -1,0 +1,236 @@
+"""Sub-job functions of the run_experiment jobs (torch and models are imported when they run)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from plugins.run_experiment.config import Settings, check, config_files
+from plugins.run_experiment.measures import MEASURES, fmt, summarize
+from plugins.run_experiment.stimuli import import_digit_mat_npz, load_stimuli
+from runner.atomic import write_json, write_text
+
+CHUNK = 32  # items per checkpoint
+TINY_MODEL_PARAMS = 20_000_000
+_LOADED: dict[tuple, tuple[Any, Any]] = {}
+
+
+def settings_of(params: dict[str, Any]) -> Settings:
+    """The Settings the plan resolved (config merged) from the sub-job's params."""
+    return check(params)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def checkpoint_dir(ctx, s: Settings) -> Path | None:
+    """``W/transformers/<model>/revisions/<revision>`` when it exists; None means the model dir or the Hub cache."""
+    if not s.revision:
+        return None
+    local = ctx.path(f"transformers/{s.model}") / "revisions" / s.revision
+    return local if local.is_dir() else None
+
+
+def load(ctx, s: Settings):
+    """Model and tokenizer of the setting's checkpoint, placed by the device map (``accelerate``: auto)."""
+    import torch
+
+    from models.loading import load_model, resolve_model_dir
+
+    device_map = ctx.device_map
+    if s.accelerate and getattr(device_map, "placement", "cpu") == "cpu":
+        device_map = "auto"
+    folder = checkpoint_dir(ctx, s)
+    if folder is None:
+        folder = resolve_model_dir(s.model, ctx.workspace, s.revision or None)
+    key = (str(folder), repr(device_map), s.dtype)
+    if key not in _LOADED:  # sub-jobs of one grid that share a process share the model
+        _LOADED.clear()
+        _LOADED[key] = load_model(folder, workspace=None, device_map=device_map, dtype=s.dtype)
+    model, tok = _LOADED[key]
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params < TINY_MODEL_PARAMS and model.device.type == "cpu":
+        torch.set_num_threads(1)  # tiny matmuls gain nothing from threads; on a shared CPU they lose a lot
+    torch.set_grad_enabled(False)
+    return model, tok, folder, n_params
+
+
+def training_tokens(folder: Path, revision: str) -> float | None:
+    """Tokens the checkpoint was trained on: its training_log.json, else the revision name (``tokens44B``)."""
+    log = folder / "training_log.json"
+    if log.is_file():
+        data = json.loads(log.read_text())
+        if "tokens_seen" in data:
+            return float(data["tokens_seen"])
+    match = re.search(r"tokens(\d+(?:\.\d+)?)([KMBT]?)", revision or folder.name)
+    if match:
+        return float(match.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[match.group(2)]
+    return None
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate(ctx) -> None:
+    """Sub-job: one model × task × condition × revision → per-item CSV + summary JSON + table."""
+    from plugins.run_experiment.tasks import EVALUATORS
+
+    s = settings_of(ctx.params)
+    items = load_stimuli(s.task, ctx.path(s.stimuli), s.condition, s.max_per_type)  # before the model loads
+    if s.limit:
+        items = items[: s.limit]
+    ctx.logger.info("%s%s: %d items from %s", s.task, f"/{s.condition}" if s.condition else "", len(items), s.stimuli)
+    model, tok, folder, n_params = load(ctx, s)
+    state = ctx.checkpoint.load("rows", {"done": 0, "rows": []})
+    rows: list[dict[str, Any]] = state["rows"]
+    if state["done"]:
+        ctx.logger.info("resuming after %d of %d items", state["done"], len(items))
+    chunks = range(state["done"], len(items), CHUNK)
+    for start in ctx.progress(chunks, description=f"{s.task} {s.model_slug}"):
+        rows += EVALUATORS[s.task](model, tok, items[start:start + CHUNK], s)
+        ctx.checkpoint.save("rows", {"done": min(start + CHUNK, len(items)), "rows": rows})
+    for row in rows:
+        row.update({"model": s.model, "revision": s.revision or "main"})
+    seed = int(ctx.params.get("seed", 0))
+    summary = {
+        "model": s.model, "revision": s.revision or "main", "task": s.task, "condition": s.condition,
+        "stimuli": s.stimuli, "n_items": len(rows), "n_params": n_params,
+        "training_tokens": training_tokens(folder, s.revision), "seed": seed,
+        "measures": summarize(s.task, rows, seed),
+    }
+    write_text(ctx.writes[0], rows_to_csv(rows))
+    write_json(ctx.writes[1], summary)
+    print_table([summary], title=f"{s.task}{' ' + s.condition if s.condition else ''}: {s.model} "
+                                 f"({s.revision or 'main'}), n={len(rows)}, 95% bootstrap intervals")
+
+
+def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def print_table(summaries: Sequence[dict[str, Any]], title: str) -> None:
+    """A rich table: one row per result set, one column per measure of its task."""
+    from rich.console import Console
+    from rich.table import Table
+
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        by_task.setdefault(summary["task"], []).append(summary)
+    console = Console(width=max(160, Console().width))
+    for task, group in by_task.items():
+        table = Table(title=title if len(by_task) == 1 else f"{title} — {task}")
+        for name in ("model", "revision", "condition", "n"):
+            table.add_column(name)
+        names = [m.name for m in MEASURES[task]]
+        for name in names:
+            table.add_column(name, justify="right")
+        for summary in group:
+            table.add_row(summary["model"], summary["revision"], summary.get("condition") or "",
+                          str(summary["n_items"]), *[fmt(summary["measures"].get(n, {})) for n in names])
+        console.print(table)
+
+
+# --------------------------------------------------------------------------- grid report
+
+
+def report(ctx) -> None:
+    """Sub-job: every result set of a grid → summary CSV/markdown, rich table, plots by size and by tokens."""
+    from plugins.run_experiment.plots import plot_by_size, plot_by_tokens
+
+    seed = int(ctx.params.get("seed", 0))
+    summaries = []
+    pooled: dict[tuple, list[dict[str, str]]] = {}
+    meta: dict[tuple, dict[str, Any]] = {}
+    for csv_path, json_path in zip(ctx.reads[0::2], ctx.reads[1::2]):
+        summary = json.loads(Path(json_path).read_text())
+        rows = read_rows(Path(csv_path))
+        summaries.append(summary)
+        key = (summary["task"], summary["model"], summary["revision"])
+        pooled.setdefault(key, []).extend(rows)
+        meta[key] = summary
+    points = []  # one per task × model × revision, conditions pooled (the paper's CRT mean)
+    for (task, model, revision), rows in pooled.items():
+        points.append({"task": task, "model": model, "revision": revision, "n_items": len(rows),
+                       "n_params": meta[(task, model, revision)]["n_params"],
+                       "training_tokens": meta[(task, model, revision)]["training_tokens"],
+                       "measures": summarize(task, rows, seed)})
+    lines = ["task,condition,model,revision,n_params,training_tokens,measure,kind,mean,lo,hi,n"]
+    for s in summaries + [dict(p, condition="all") for p in points if p["task"] == "crt"]:
+        for name, stat in s["measures"].items():
+            lines.append(",".join(_csv_cell(v) for v in (
+                s["task"], s.get("condition") or "", s["model"], s["revision"], s["n_params"],
+                s["training_tokens"], name, stat["kind"], stat["mean"], stat["lo"], stat["hi"], stat["n"])))
+    files = dict(zip(ctx.params["_report_keys"], ctx.writes))
+    write_text(files["csv"], "\n".join(lines) + "\n")
+    write_text(files["markdown"], markdown_table(summaries, points))
+    print_table(summaries, title="task demands: low- vs high-demand methods, 95% bootstrap intervals")
+    for task in dict.fromkeys(p["task"] for p in points):
+        task_points = [p for p in points if p["task"] == task]
+        plot_by_size(task, task_points, files[f"{task}_size"])
+        plot_by_tokens(task, task_points, files[f"{task}_tokens"])
+
+
+def _csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return f'"{text}"' if "," in text else text
+
+
+def markdown_table(summaries: Sequence[dict[str, Any]], points: Sequence[dict[str, Any]]) -> str:
+    """The methods of each task side by side, per model and revision (CRT also pooled over conditions)."""
+    out = []
+    rows = list(summaries) + [dict(p, condition="all") for p in points if p["task"] == "crt"]
+    for task in dict.fromkeys(s["task"] for s in rows):
+        names = [m.name for m in MEASURES[task]]
+        out.append(f"### {task}\n")
+        out.append("| model | revision | condition | params | tokens | n | " + " | ".join(names) + " |")
+        out.append("|---" * (6 + len(names)) + "|")
+        for s in (r for r in rows if r["task"] == task):
+            tokens = s["training_tokens"]
+            out.append(f"| {s['model']} | {s['revision']} | {s.get('condition') or ''} | {s['n_params']:,} | "
+                       f"{'' if tokens is None else f'{tokens:,.0f}'} | {s['n_items']} | "
+                       + " | ".join(fmt(s["measures"].get(n, {})) for n in names) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- configs and import
+
+
+def make_configs(ctx) -> None:
+    """Sub-job: one YAML per task × model (× CRT condition), as the seed's configs/make_configs.py."""
+    files = config_files(ctx.params["models"], ctx.params["tasks"], ctx.params.get("accelerate_models", []))
+    out = ctx.path(ctx.params["out_dir"])
+    for rel, text in files.items():
+        write_text(out / rel, text)
+    write_json(ctx.writes[0], {"out_dir": str(out), "files": sorted(files)})
+    ctx.logger.info("wrote %d configs under %s", len(files), out)
+    print(f"wrote {len(files)} configs under {out}; run one with --jobs run_experiment --set config={out}/{next(iter(files))}")
+
+
+def import_digit_mat(ctx) -> None:
+    """Sub-job: the published all_problems.npz (pickled; the user names it) → all_problems.json, once."""
+    npz = ctx.params.get("npz_path")
+    if not npz:
+        raise ValueError("name the published archive: --set npz_path=/path/to/all_problems.npz")
+    npz_path = Path(npz).expanduser().resolve()
+    if not npz_path.is_file():
+        raise FileNotFoundError(f"{npz_path} does not exist")
+    target = ctx.writes[0]
+    counts = import_digit_mat_npz(npz_path, target)
+    ctx.logger.info("imported %d problems of %d types to %s", sum(counts.values()), len(counts), target)
+    print(f"{sum(counts.values())} problems, {len(counts)} types -> {target}")
