@@ -8,7 +8,7 @@ Jobs (see docs/plugins/icl_strategies.md):
   predictors, and fit the hierarchical Bayesian model that explains it.
   Defaults: the categorical (balls & urns) grid measured on a 2-core CPU.
 * ``icl_strategies_paper`` — the same job at the paper's scale (T = 128,
-  100k steps, N up to 4096): for a GPU machine.
+  100k steps, N up to 4096): device map ``auto`` (a GPU when there is one).
 
 This module imports neither torch, numpy nor ``models``; the sub-job
 functions in ``plugins.icl_strategies.steps`` do, when they run.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.hookspecs import hookimpl
-from runner.jobs import Job, Param, ParamError, SubJob
+from runner.jobs import DeviceMap, Job, Param, ParamError, SubJob
 from plugins.icl_strategies import layout
 
 SETTINGS = ["categorical-sequence", "linear-regression", "classification"]
@@ -105,8 +105,8 @@ def latentrun_jobs() -> list[Job]:
             description="ICL strategies: train a grid over N tasks, fit the memorizing/generalizing Bayesian model",
             params=_params(), subjobs=_subjobs),
         Job(name="icl_strategies_paper",
-            description="ICL strategies at the paper's scale (T=128, 100k steps, N 4..4096; GPU)",
+            description="ICL strategies at the paper's scale (T=128, 100k steps, N 4..4096; GPU if any)",
             params=_params(context_length=128, max_steps=100_000, lr=5e-4, warmup_steps=5000, num_checkpoints=100,
                            num_tasks=[2 ** i for i in range(2, 13)]),
-            subjobs=_subjobs),
+            subjobs=_subjobs, device_map=DeviceMap("auto")),
     ]

@@ -63,13 +63,14 @@ class ICLTransformer(nn.Module):
 
     def loss_and_predictions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Training loss and the prediction in the predictors' format (probabilities or ŷ)."""
+        device = self.read_out.weight.device if hasattr(self, "read_out") else self.backbone.device
         if self.setting == "categorical-sequence":
-            tokens = torch.as_tensor(batch.tokens)
+            tokens = torch.as_tensor(batch.tokens, device=device)
             logits = self.backbone(input_ids=tokens).logits
             loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                tokens[:, 1:].reshape(-1))
             return loss, torch.softmax(logits[..., : self.num_dims].double(), dim=-1)
-        x, y = torch.as_tensor(batch.x), torch.as_tensor(batch.y)
+        x, y = torch.as_tensor(batch.x, device=device), torch.as_tensor(batch.y, device=device)
         if self.setting == "linear-regression":
             y_tokens = torch.zeros_like(x)
             y_tokens[..., 0] = y
@@ -98,7 +99,8 @@ def save_checkpoint(model: ICLTransformer, folder: Path, step: int) -> None:
         meta = {"setting": model.setting, "num_dims": model.num_dims, "step": step,
                 "backbone": model.config.to_dict()}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(tmp / "model.safetensors"))
 
 
 def load_checkpoint(folder: Path) -> ICLTransformer:
@@ -121,6 +123,6 @@ def predict(model: ICLTransformer, batch: Batch, chunk: int = 256) -> np.ndarray
     for start in range(0, size, chunk):
         part = Batch(batch.task_index[start:start + chunk],
                      *(None if a is None else a[start:start + chunk] for a in (batch.tokens, batch.x, batch.y)))
-        parts.append(model.loss_and_predictions(part)[1].numpy())
+        parts.append(model.loss_and_predictions(part)[1].cpu().numpy())
     model.train(was_training)
     return np.concatenate(parts)

@@ -35,9 +35,19 @@ def train(ctx: SubJobContext) -> None:
                       ctx.checkpoint, context_length=p["context_length"],
                       mlp_expansion_factor=p["mlp_expansion_factor"], max_steps=p["max_steps"], seed=p["seed"],
                       batch_size=p["batch_size"], lr=p["lr"], warmup_steps=p["warmup_steps"],
-                      num_checkpoints=p["num_checkpoints"])
+                      num_checkpoints=p["num_checkpoints"], device=_device(ctx))
     log = json.loads(path.read_text())
     ctx.logger.info("N=%d: %d steps in %.0fs, final loss %.4f", n, p["max_steps"], log["seconds"], log["losses"][-1][1])
+
+
+def _device(ctx: SubJobContext) -> str:
+    """A GPU when the device map asks for one and the machine has it; else the CPU."""
+    import torch
+
+    placement = ctx.device_map.placement
+    if isinstance(placement, str) and placement != "cpu" and torch.cuda.is_available():
+        return placement if placement.startswith("cuda") else "cuda"
+    return "cpu"
 
 
 def evaluate(ctx: SubJobContext) -> None:
@@ -66,7 +76,7 @@ def evaluate(ctx: SubJobContext) -> None:
     rows: dict[str, list[dict[str, float]]] = {"id": [], "ood": []}
     outputs: dict[str, list[np.ndarray]] = {"id": [], "ood": []}
     for step in ctx.progress(steps, description=f"evaluate N={n}"):
-        model = load_checkpoint(checkpoint_folder(cell, step))
+        model = load_checkpoint(checkpoint_folder(cell, step)).to(_device(ctx))
         for split, batch in batches.items():
             out = predict(model, batch)
             outputs[split].append(out.astype(np.float32))

@@ -42,11 +42,11 @@ def _save_state(store: CheckpointStore, model: torch.nn.Module, opt: torch.optim
                 generator: np.random.Generator, losses: list[list[float]], seconds: float) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
     for index, state in opt_state["state"].items():
         for key, value in state.items():
-            tensors[f"opt.{index}.{key}"] = torch.as_tensor(value).contiguous()
+            tensors[f"opt.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
     with atomic_path(store.path(f"state-{step}.safetensors")) as tmp:
         save_file(tensors, str(tmp))
     store.save("train", {"step": step, "generator": generator.bit_generator.state, "losses": losses,
@@ -78,15 +78,16 @@ def _load_state(store: CheckpointStore, model: torch.nn.Module, opt: torch.optim
 def train_cell(taskset: TaskSet, cell_dir: Path, store: CheckpointStore, *, context_length: int,
                mlp_expansion_factor: float, max_steps: int, seed: int, batch_size: int = 64, lr: float = 1e-3,
                warmup_steps: int = 100, num_checkpoints: int = 40, state_seconds: float = 60.0,
-               settings: dict[str, Any] | None = None) -> Path:
+               device: str = "cpu", settings: dict[str, Any] | None = None) -> Path:
     """Train on ``taskset`` and write √-spaced checkpoints and ``training_log.json`` under ``cell_dir``.
 
     Constant learning rate after a linear warmup, AdamW without weight decay,
     gradient clipping at 1 (the paper's recipe). The resumable state goes to
     ``store`` at every scheduled checkpoint and at least every ``state_seconds``.
+    One CPU thread: the models are tiny, and a grid shares the machine.
     """
     torch.set_num_threads(1)
-    model = build_model(taskset.setting, taskset.num_dims, context_length, mlp_expansion_factor, seed)
+    model = build_model(taskset.setting, taskset.num_dims, context_length, mlp_expansion_factor, seed).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     generator = rng(seed, "train-batches", taskset.num_dims, taskset.num_tasks)
     start, losses, seconds = _load_state(store, model, opt, generator)
@@ -117,7 +118,7 @@ def train_cell(taskset: TaskSet, cell_dir: Path, store: CheckpointStore, *, cont
     record = {"setting": taskset.setting, "num_tasks": taskset.num_tasks, "num_dims": taskset.num_dims,
               "context_length": context_length, "mlp_expansion_factor": mlp_expansion_factor,
               "max_steps": max_steps, "seed": seed, "batch_size": batch_size, "lr": lr,
-              "warmup_steps": warmup_steps, "checkpoints": schedule, "seconds": round(seconds, 1),
+              "warmup_steps": warmup_steps, "device": device, "checkpoints": schedule, "seconds": round(seconds, 1),
               "num_parameters": sum(p.numel() for p in model.parameters()), **(settings or {}),
               "losses": losses}
     return write_json(cell_dir / "training_log.json", record)
