@@ -596,20 +596,9 @@ def generate_greedy(
     ``token_logprobs`` are the log-softmax of the raw logits at each step,
     i.e. the probability the model gave the token it produced.
     """
-    if isinstance(prompts, str):
-        raise TypeError("prompts is a sequence of strings, not a string")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
-    want_bos = _tokenizer_adds_bos(tokenizer) if add_bos is None else add_bos
-    encoded = []
-    for text in prompts:
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-        if want_bos or not ids:
-            prefix = _prefix_token(tokenizer)
-            if prefix is None:
-                raise ValueError("empty prompt and the tokenizer has no BOS or EOS token")
-            ids = [prefix] + ids
-        encoded.append(ids)
+    encoded = encode_contexts(tokenizer, prompts, add_bos=add_bos)
     pad_id = _pad_id(tokenizer)
     eos = getattr(tokenizer, "eos_token_id", None)
     device = _input_device(model)

@@ -118,34 +118,35 @@ DGL_KINDS = {
 }
 
 
-def blimp_rows(rng: random.Random, per_category: int) -> list[dict[str, Any]]:
-    rows, seen = [], set()
-    for category, (fine, uid, make) in BLIMP_KINDS.items():
-        pair_id = 0
-        while pair_id < per_category:
-            good, bad = make(rng)
-            if good in seen:
-                continue
+def _unique_pairs(rng: random.Random, make, n: int, seen: set[str]) -> list[tuple[str, str]]:
+    """``n`` (good, bad) pairs from ``make`` whose good sentence is not in ``seen`` (updated)."""
+    pairs: list[tuple[str, str]] = []
+    while len(pairs) < n:
+        good, bad = make(rng)
+        if good not in seen:
             seen.add(good)
+            pairs.append((good, bad))
+    return pairs
+
+
+def blimp_rows(rng: random.Random, per_category: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for category, (fine, uid, make) in BLIMP_KINDS.items():
+        for pair_id, (good, bad) in enumerate(_unique_pairs(rng, make, per_category, seen)):
             rows.append({"good_sentence": good + ".", "bad_sentence": bad + ".", "category": category,
                          "category_fine": fine, "blimp_UID": uid, "blimp_pairID": pair_id, "item_id": len(rows)})
-            pair_id += 1
     return rows
 
 
 def dgl_rows(rng: random.Random, per_phenomenon: int) -> list[dict[str, Any]]:
-    rows, seen = [], set()
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for phenomenon, make in DGL_KINDS.items():
-        k = 0
-        while k < per_phenomenon:
-            good, bad = make(rng)
-            if good in seen:
-                continue
-            seen.add(good)
+        for k, (good, bad) in enumerate(_unique_pairs(rng, make, per_phenomenon, seen)):
             rows.append({"item_id": len(rows), "phenomenon": phenomenon, "test_item": f"TS {k + 1}",
                          "original_condition": "grammatical" if k < per_phenomenon // 2 else "ungrammatical",
                          "sentence_grammatical": good, "sentence_ungrammatical": bad})
-            k += 1
     return rows
 
 

@@ -31,6 +31,15 @@ def _draw(ax: Any, task: str, points: Sequence[dict[str, Any]], x_key: str, labe
     return drawn
 
 
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig: Any, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
@@ -38,11 +47,7 @@ def _save(fig: Any, path: str | Path) -> None:
 
 def plot_by_size(task: str, points: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Final checkpoints (revision main) of every model: methods vs parameter count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     final = [p for p in points if p["revision"] == "main"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     if _draw(ax, task, final, "n_params"):
@@ -60,11 +65,7 @@ def plot_by_size(task: str, points: Sequence[dict[str, Any]], path: str | Path) 
 
 def plot_by_tokens(task: str, points: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Every checkpoint with a known token count: methods vs training tokens, one panel per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     models = list(dict.fromkeys(p["model"] for p in points))
     fig, axes = plt.subplots(1, len(models), figsize=(5.0 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):

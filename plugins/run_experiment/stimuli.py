@@ -25,6 +25,7 @@ bad row (line number as an editor shows it), before any model is loaded.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -206,6 +207,7 @@ def import_digit_mat_npz(npz_path: Path, json_path: Path) -> dict[str, int]:
             }
         except (KeyError, TypeError, ValueError) as err:
             raise StimulusError(npz_path, [f"type {ptype}: cannot read {err}"]) from None
-    write_json(json_path, {"source": str(npz_path), "problems": out})
+    digest = hashlib.sha256(Path(npz_path).read_bytes()).hexdigest()
+    write_json(json_path, {"source": Path(npz_path).name, "sha256": digest, "problems": out})
     load_digit_mat(json_path)  # the converted file passes the same checks as any other
     return {k: len(v["prob"]) for k, v in out.items()}
