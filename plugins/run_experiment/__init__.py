@@ -126,6 +126,17 @@ def _make_configs(params: dict[str, Any]) -> list[SubJob]:
     return [SubJob("write", f"{STEPS}:make_configs", writes=[f"{params['out_dir']}/index.json"])]
 
 
+def _import_digit_mat(params: dict[str, Any]) -> list[SubJob]:
+    from pathlib import Path
+
+    npz = params["npz_path"]
+    if not npz:
+        raise ValueError("name the published archive: --set npz_path=/path/to/all_problems.npz")
+    if not Path(npz).expanduser().is_file():
+        raise ValueError(f"npz_path {npz} does not exist")
+    return [SubJob("import", f"{STEPS}:import_digit_mat", writes=["{out}"])]
+
+
 @hookimpl
 def latentrun_jobs() -> list[Job]:
     jobs = [
@@ -147,7 +158,7 @@ def latentrun_jobs() -> list[Job]:
             description="Convert the published digit-matrix all_problems.npz (pickled) to JSON, once",
             params={"npz_path": Param("", "the published all_problems.npz (the only file latentrun unpickles)", str),
                     "out": Param(DEFAULT_FILES["digit_mat"], "JSON file under W", str)},
-            subjobs=[SubJob("import", f"{STEPS}:import_digit_mat", writes=["{out}"])]),
+            subjobs=_import_digit_mat),
     ]
     for task in TASKS:
         jobs.append(Job(name=f"task_demands_{task}",

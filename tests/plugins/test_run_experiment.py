@@ -289,6 +289,26 @@ class TestJobs(unittest.TestCase):
         self.assertIn("task crt needs condition one of crt1, crt2, crt3", out)
         self.assertNotIn("completed", out)  # nothing ran
 
+    def test_make_configs_and_import_jobs(self):
+        out_dir = "experiments/run_experiment/configs"
+        code, out = run(["--jobs", "make_configs", "--set", "models=rand", "--set", "tasks=blimp,crt", *self.common()])
+        self.assertEqual(code, 0, out[-3000:])
+        written = sorted(str(p.relative_to(self.ws / out_dir)) for p in (self.ws / out_dir).rglob("*.yaml"))
+        self.assertEqual(written, ["blimp/rand.yaml", "crt/crt1/rand.yaml", "crt/crt2/rand.yaml", "crt/crt3/rand.yaml"])
+        code, out = run(["--jobs", "run_experiment", "--set", f"config={self.ws / out_dir / 'crt/crt3/rand.yaml'}",
+                         *self.common(), "--dry-run"])
+        self.assertEqual(code, 0, out[-3000:])
+        self.assertIn("experiments/run_experiment/crt/crt3/rand.csv", out)
+        code, out = run(["--jobs", "import_digit_mat", *self.common()])
+        self.assertEqual(code, 2)
+        self.assertIn("--set npz_path=", out)
+        npz = EXAMPLE_WS / DEFAULT_FILES["digit_mat"].replace(".json", ".npz")
+        code, out = run(["--jobs", "import_digit_mat", "--set", f"npz_path={npz}", "--set", "out=datasets/dm.json",
+                         *self.common()])
+        self.assertEqual(code, 0, out[-3000:])
+        self.assertEqual(load_digit_mat(self.ws / "datasets/dm.json"),
+                         load_digit_mat(EXAMPLE_WS / DEFAULT_FILES["digit_mat"]))
+
     @slow
     def test_config_equals_params_and_revision_sweep_writes_one_set_each(self):
         config = self.ws / "blimp-rand.yaml"
