@@ -5,6 +5,8 @@
   published LiReFs ``dataset.zip`` into a workspace.
 * :mod:`plugins.common.prompts` — the seed's prompt formats as named
   templates, and the answer parser the seed scores with.
+* :mod:`plugins.common.stats` — accuracies with their n and a bootstrap
+  confidence interval (task_vector_patching, icm_label).
 * :mod:`plugins.common.jobs` — the entry point exposing the ``import_lirefs``
   job (importing it loads neither torch nor ``models``).
 
