@@ -3,14 +3,16 @@
 With ``u = d / ||d||``, ``s`` the scale and ``m`` the layer's overall mean
 activation:
 
-=================================  ==========================
-mode / normalization               new hidden state
-=================================  ==========================
-addition, ``unit``                 ``h + s·u``
-addition, ``overall_magnitude``    ``h + s·||m||·u``
-ablation                           ``h − (h·u)·u``
-amplification                      ``h + s·(h·u)·u``
-=================================  ==========================
+====================================  ======================================
+mode / normalization                  new hidden state
+====================================  ======================================
+addition, ``unit``                    ``h + s·u``
+addition, ``overall_magnitude``       ``h + s·||m||·u``
+ablation                              ``h − (h·u)·u``
+amplification, ``unit``               ``h + s·(h·u)·u``
+amplification, ``overall_magnitude``  ``h + s·||m||·(h·u)·u`` (the seed's
+                                      SCALE_WITH_OVERALL_MAGNITUDE amplification)
+====================================  ======================================
 
 applied at one hook point of the chosen layers, on ``"all"`` tokens, the
 ``"last"`` real token, or ``"generated"`` tokens only::
@@ -87,9 +89,9 @@ class Steering(HookContext):
         if key not in _NORMALIZATIONS:
             raise ValueError(f"normalization must be 'unit' or 'overall_magnitude', not {normalization!r}")
         self.normalization = _NORMALIZATIONS[key]
-        if self.normalization == "overall_magnitude" and self.mode != "addition":
-            raise ValueError("normalization='overall_magnitude' scales additions only (h + s·||m||·u); "
-                             f"mode {self.mode!r} does not use it")
+        if self.normalization == "overall_magnitude" and self.mode == "ablation":
+            raise ValueError("normalization='overall_magnitude' scales additions (h + s·||m||·u) and "
+                             "amplifications (h + s·||m||·(h·u)·u); ablation does not use it")
         if positions not in _POSITIONS:
             raise ValueError(f"positions must be one of {', '.join(_POSITIONS)}, not {positions!r}")
         self.positions = positions
