@@ -7,6 +7,8 @@
   templates, and the answer parser the seed scores with.
 * :mod:`plugins.common.stats` — accuracies with their n and a bootstrap
   confidence interval (task_vector_patching, icm_label).
+* :mod:`plugins.common.tables` — rows of results as a rich table rendered to
+  text (``results.txt`` files).
 * :mod:`plugins.common.jobs` — the entry point exposing the ``import_lirefs``
   job (importing it loads neither torch nor ``models``).
 

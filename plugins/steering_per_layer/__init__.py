@@ -44,9 +44,9 @@ def tag(params: dict[str, Any]) -> str:
              f"n={params['sample_size']}" if params.get("sample_size") is not None else "",
              f"seed={params['seed']}" if params.get("seed") else ""]
     if params["with_intervention"]:
-        parts += [params["direction_source"], params["modification_mode"], params["direction_normalization_mode"],
-                  params["token_modification_mode"], params["hook_point"],
-                  "layers=" + "-".join(str(k) for k in params["layer_indices"]), f"scale={params['scale']:g}"]
+        from plugins.steering_per_layer.interventions import Intervention
+
+        parts += Intervention.from_params(params).tag_parts()
     return ",".join(p for p in parts if p)
 
 
@@ -110,7 +110,38 @@ def jobs() -> list[Job]:
     out.append(evaluate_job(llama + "_with_intervention", f"Accuracy of {LLAMA} with and without FEATURE_ADDITION at "
                             "our layer 20 (the seed's pre-hook on its block 21)", model=LLAMA, with_intervention=True,
                             layer_indices=[20]))
-    return out
+    out += llama_accuracy_jobs()
+    from plugins.steering_per_layer import lm_eval_jobs
+
+    out += lm_eval_jobs.jobs()
+    return out + lm_eval_jobs.group_jobs(out)
+
+
+def llama_accuracy_jobs() -> list[Job]:
+    """The seed's ``evaluate_accuracy_reasoning_memorizing_model_name_Meta-Llama-3-8B*`` presets.
+
+    The seed's hook on its block i (pre-hook, attention / MLP outputs) used the
+    direction of ``hidden_states[i]`` = our layer i - 1: ours steer block i at
+    ``pre+attn+mlp`` with ``direction_layer_offset=-1``. Its post-hook at 12
+    with direction 12 is our layer 11 (where that direction was measured).
+    """
+    base = "evaluate_accuracy_reasoning_memorizing_model_name_Meta-Llama-3-8B"
+    sublayers = {"with_intervention": True, "token_modification_mode": "ALL_TOKENS", "hook_point": "pre+attn+mlp",
+                 "direction_layer_offset": -1, "scale": -0.05}
+    return [
+        evaluate_job(base, f"Accuracy of {LLAMA} on reasoning vs memorizing questions (no intervention)", model=LLAMA),
+        evaluate_job(base + "_with_intervention_layer_indices_8_scale_-5e-2", f"Accuracy of {LLAMA}, direction of "
+                     "our layer 7 (the seed's 8) added with scale -0.05 at block 8's input, attention and MLP outputs",
+                     model=LLAMA, layer_indices=[8], **sublayers),
+        evaluate_job(base + "_with_intervention_layer_indices_2_scale_-5e-2", f"Accuracy of {LLAMA}, direction of "
+                     "our layer 1 (the seed's 2) added with scale -0.05 at block 2's input, attention and MLP outputs",
+                     model=LLAMA, layer_indices=[2], **sublayers),
+        evaluate_job(base + "_with_intervention_use_linear_probes_with_hidden_states_post_hook_layer_indices_12_"
+                     "modification_mode_last_token_scale_-5e-2", f"Accuracy of {LLAMA}, linear-probe direction at our "
+                     "layer 11 (the seed's 12), last token, scale -0.05", model=LLAMA, with_intervention=True,
+                     layer_indices=[11], direction_source="linear_probes", token_modification_mode="LAST_TOKEN",
+                     scale=-0.05),
+    ]
 
 
 @hookimpl

@@ -146,7 +146,7 @@ def evaluate_accuracy(ctx: Any) -> None:
         preflight(intervention, p["model"], ctx.path(f"transformers/{p['model']}"), ctx.reads[-1], p.get("num_steps"))
     model, tokenizer = load(ctx.workspace, p, ctx.device_map)
     if intervention is not None:
-        directions = read_directions(ctx.reads[-1], intervention.layer_indices)
+        directions = read_directions(ctx.reads[-1], intervention.direction_layers)
     items, prompts = build_items(ctx, tokenizer)
 
     def predict() -> list[dict[str, Any]]:
