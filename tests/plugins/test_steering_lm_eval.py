@@ -297,7 +297,9 @@ class TestSeveralHookPoints(unittest.TestCase):
 
         layer = get_layers(self.model)[2]
         seen = {}
-        handles = [layer.block.register_forward_pre_hook(lambda m, a: seen.__setitem__("pre", a[0].clone())),
+        handles = [get_layers(self.model)[1].block.register_forward_hook(
+                       lambda m, a, o: seen.__setitem__("post1", (o[0] if isinstance(o, tuple) else o).clone())),
+                   layer.block.register_forward_pre_hook(lambda m, a: seen.__setitem__("pre", a[0].clone())),
                    layer.attention.register_forward_hook(lambda m, a, o: seen.__setitem__("attn", o[0].clone())),
                    layer.mlp.register_forward_hook(lambda m, a, o: seen.__setitem__("mlp", o.clone()))]
         try:
@@ -330,16 +332,8 @@ class TestSeveralHookPoints(unittest.TestCase):
                                    (0.5 * self.units[1]).expand_as(base["attn"]), atol=1e-5, rtol=0)
 
     def test_amplification_scaled_with_the_overall_magnitude(self):
-        from models.capture import capture
-
         def post(iv):
-            with torch.no_grad(), capture(self.model, [1], point="post", reduction="all") as cap:
-                if iv is None:
-                    self.model(input_ids=self.ids)
-                else:
-                    with iv.steer(self.model, self.dirs):
-                        self.model(input_ids=self.ids)
-            return cap.values[1]
+            return self.outputs(iv)["post1"]
 
         iv = Intervention.from_params(params(with_intervention=True, layer_indices=[1], scale=0.3,
                                              modification_mode="FEATURE_AMPLIFICATION",
