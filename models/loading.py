@@ -37,6 +37,24 @@ _DTYPES = {
 }
 
 
+#: below this many parameters a CPU model runs on one torch thread (see limit_threads_for_tiny_model)
+TINY_MODEL_PARAMS = 20_000_000
+
+
+def limit_threads_for_tiny_model(model: Any, max_params: int = TINY_MODEL_PARAMS) -> bool:
+    """Use one torch thread when ``model`` is tiny and on the CPU; return whether it did.
+
+    Tiny matmuls gain nothing from threads, and on a shared, oversubscribed
+    CPU two threads made the example workspace's forwards ~5-10x slower.
+    The setting is process-wide (sub-jobs run in their own worker process).
+    """
+    device = getattr(model, "device", None)
+    if getattr(device, "type", "cpu") != "cpu" or sum(p.numel() for p in model.parameters()) >= max_params:
+        return False
+    torch.set_num_threads(1)
+    return True
+
+
 class ModelLoadError(RuntimeError):
     """The model cannot be found or loaded; the message says where and why."""
 

@@ -23,7 +23,6 @@ PUBLISHED = {
 }
 
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
-TINY_MODEL_PARAMS = 20_000_000
 
 
 def published_for(model: str) -> tuple[float, float, float] | None:
@@ -38,7 +37,7 @@ def load(ctx, model_name: str | None = None):
     """Model and tokenizer, loaded once per process (sub-jobs sharing a process reuse them)."""
     import torch
 
-    from models.loading import load_model
+    from models.loading import limit_threads_for_tiny_model, load_model
 
     name = model_name or ctx.params["model"]
     key = (str(ctx.workspace.root), name, repr(ctx.device_map), ctx.params.get("dtype", "float32"))
@@ -47,8 +46,7 @@ def load(ctx, model_name: str | None = None):
         model, tokenizer = load_model(name, workspace=ctx.workspace, device_map=ctx.device_map,
                                       dtype=ctx.params.get("dtype", "float32"))
         model.eval()
-        if sum(p.numel() for p in model.parameters()) < TINY_MODEL_PARAMS and model.device.type == "cpu":
-            torch.set_num_threads(1)  # tiny matmuls gain nothing from threads; on a shared CPU they lose a lot
+        limit_threads_for_tiny_model(model)
         _LOADED[key] = (model, tokenizer)
     torch.set_grad_enabled(False)
     return _LOADED[key]
