@@ -28,6 +28,9 @@ def _draw(ax: Any, task: str, points: Sequence[dict[str, Any]], x_key: str, labe
         ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel(_YLABEL.get(kind, kind))
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
     return drawn
 
 

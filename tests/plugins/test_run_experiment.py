@@ -351,6 +351,28 @@ class TestJobs(unittest.TestCase):
         self.assertIn("forced choice", (summary / "summary.md").read_text())
 
 
+class TestExampleSignal(unittest.TestCase):
+    @slow
+    def test_trained_example_models_judge_grammar_directly(self):
+        """The example models saw only grammatical sentences: their direct judgement is above chance."""
+        models = ["tiny-demands-s", "tiny-demands-m"]
+        with tempfile.TemporaryDirectory() as tmp:
+            ws = Path(tmp)
+            for model in models:
+                shutil.copytree(EXAMPLE_WS / "transformers" / model, ws / "transformers" / model,
+                                ignore=shutil.ignore_patterns("revisions"))
+            (ws / DEFAULT_FILES["blimp"]).parent.mkdir(parents=True)
+            shutil.copy(EXAMPLE_WS / DEFAULT_FILES["blimp"], ws / DEFAULT_FILES["blimp"])
+            code, out = run(["--jobs", "task_demands_blimp", "--workspace_path", str(ws), "--inline",
+                             "--set", f"models={','.join(models)}", "--set", "limit=60"])
+            self.assertEqual(code, 0, out[-3000:])
+            for model in models:
+                summary = json.loads((ws / f"experiments/run_experiment/blimp/{model}.json").read_text())
+                direct = summary["measures"]["direct"]
+                self.assertEqual(direct["n"], 60)
+                self.assertGreater(direct["lo"], 0.5, (model, direct))
+
+
 class TestResume(unittest.TestCase):
     def test_a_killed_run_resumes_from_its_checkpoint(self):
         """Evaluate 40 items in two chunks; a rerun with the first chunk checkpointed scores only the rest."""
