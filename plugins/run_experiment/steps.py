@@ -15,7 +15,6 @@ from plugins.run_experiment.stimuli import import_digit_mat_npz, load_stimuli
 from runner.atomic import write_json, write_text
 
 CHUNK = 32  # items per checkpoint
-TINY_MODEL_PARAMS = 20_000_000
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
 
 
@@ -39,7 +38,7 @@ def load(ctx, s: Settings):
     """Model and tokenizer of the setting's checkpoint, placed by the device map (``accelerate``: auto)."""
     import torch
 
-    from models.loading import load_model, resolve_model_dir
+    from models.loading import limit_threads_for_tiny_model, load_model, resolve_model_dir
 
     device_map = ctx.device_map
     if s.accelerate and getattr(device_map, "placement", "cpu") == "cpu":
@@ -53,8 +52,7 @@ def load(ctx, s: Settings):
         _LOADED[key] = load_model(folder, workspace=None, device_map=device_map, dtype=s.dtype)
     model, tok = _LOADED[key]
     n_params = sum(p.numel() for p in model.parameters())
-    if n_params < TINY_MODEL_PARAMS and model.device.type == "cpu":
-        torch.set_num_threads(1)  # tiny matmuls gain nothing from threads; on a shared CPU they lose a lot
+    limit_threads_for_tiny_model(model)
     torch.set_grad_enabled(False)
     return model, tok, folder, n_params
 
