@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugins.steering_per_layer.effect_jobs import effect_jobs
 from plugins.steering_per_layer.interventions import directions_file, intervention_params
 from runner.hookspecs import hookimpl
 from runner.jobs import DeviceMap, Job, Param, SubJob
@@ -111,6 +112,7 @@ def jobs() -> list[Job]:
                             "our layer 20 (the seed's pre-hook on its block 21)", model=LLAMA, with_intervention=True,
                             layer_indices=[20]))
     out += llama_accuracy_jobs()
+    out += effect_jobs()  # analyze_steering_effect_per_layer and its presets
     from plugins.steering_per_layer import lm_eval_jobs
 
     out += lm_eval_jobs.jobs()

@@ -52,14 +52,23 @@ def letter_ids(tokenizer: Any, n: int) -> list[int]:
     return ids
 
 
-def predict_loglik(model: Any, tokenizer: Any, items: Sequence[Any], prompts: Sequence[str], batch_size: int,
-                   seed: int) -> list[dict[str, Any]]:
+def answer_contexts(prompts: Sequence[str]) -> list[str]:
+    """The texts whose next token is the answer letter (the answer position is their last token)."""
+    return [p + ANSWER_PREFIX for p in prompts]
+
+
+def answer_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int, seed: int) -> Any:
+    """Next-token log-probabilities at the answer position, float32 ``[len(prompts), vocab]``."""
     import torch
 
     from models.scoring import next_token_logprobs
 
     torch.manual_seed(seed)  # Huginn's random initial state: identical draws with and without steering
-    logprobs = next_token_logprobs(model, tokenizer, [p + ANSWER_PREFIX for p in prompts], batch_size=batch_size)
+    return next_token_logprobs(model, tokenizer, answer_contexts(prompts), batch_size=batch_size)
+
+
+def option_predictions(logprobs: Any, items: Sequence[Any], tokenizer: Any) -> list[dict[str, Any]]:
+    """The option letter with the highest log-probability per item, with every option's score."""
     out = []
     for row, item in zip(logprobs, items):
         ids = letter_ids(tokenizer, len(item.options))
@@ -67,6 +76,11 @@ def predict_loglik(model: Any, tokenizer: Any, items: Sequence[Any], prompts: Se
         best = max(range(len(scores)), key=lambda k: scores[k])
         out.append({"prediction": "ABCDEFGHIJ"[best], "scores": scores, "response": None})
     return out
+
+
+def predict_loglik(model: Any, tokenizer: Any, items: Sequence[Any], prompts: Sequence[str], batch_size: int,
+                   seed: int) -> list[dict[str, Any]]:
+    return option_predictions(answer_logprobs(model, tokenizer, prompts, batch_size, seed), items, tokenizer)
 
 
 def predict_generate(model: Any, tokenizer: Any, items: Sequence[Any], prompts: Sequence[str], batch_size: int,
@@ -120,7 +134,8 @@ def summarize(items: Sequence[Any], runs: dict[str, list[dict[str, Any]]], iters
     return rows
 
 
-def _table(rows: list[dict[str, Any]], title: str) -> str:
+def table_text(rows: list[dict[str, Any]], title: str, number: str = ".3f") -> str:
+    """``rows`` as a rich table (floats formatted with ``number``), rendered to text."""
     from rich.console import Console
     from rich.table import Table
 
@@ -129,13 +144,14 @@ def _table(rows: list[dict[str, Any]], title: str) -> str:
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
+        table.add_row(*[format(v, number) if isinstance(v, float) else str(v) for v in row.values()])
     console = Console(file=io.StringIO(), width=160)
     console.print(table)
     return console.file.getvalue()
 
 
 def evaluate_accuracy(ctx: Any) -> None:
+    from models.loading import limit_threads_for_tiny_model
     from plugins.common.extraction import load
     from runner.atomic import write_json, write_text
 
@@ -145,6 +161,7 @@ def evaluate_accuracy(ctx: Any) -> None:
     if intervention is not None:
         preflight(intervention, p["model"], ctx.path(f"transformers/{p['model']}"), ctx.reads[-1], p.get("num_steps"))
     model, tokenizer = load(ctx.workspace, p, ctx.device_map)
+    limit_threads_for_tiny_model(model)
     if intervention is not None:
         directions = read_directions(ctx.reads[-1], intervention.direction_layers)
     items, prompts = build_items(ctx, tokenizer)
@@ -176,6 +193,6 @@ def evaluate_accuracy(ctx: Any) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(ctx.writes[1], buffer.getvalue())
-    table = _table(rows, f"accuracy {p['model']} ({p['method']})")
+    table = table_text(rows, f"accuracy {p['model']} ({p['method']})")
     write_text(ctx.writes[2], table)
     ctx.logger.info("\n%s", table)
