@@ -11,12 +11,14 @@ a killed writer are removed the next time the same target is written::
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 PARTIAL_SUFFIX = ".latentrun-partial"
 
@@ -74,3 +76,13 @@ def write_text(target: str | Path, text: str) -> Path:
 
 def write_json(target: str | Path, data: Any) -> Path:
     return write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(target: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """``rows`` as CSV with a header (``columns``, default the first row's keys; other keys are left out)."""
+    names = list(columns if columns is not None else (rows[0] if rows else []))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(target, buffer.getvalue())

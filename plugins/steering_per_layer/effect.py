@@ -34,9 +34,7 @@ they are measured: a killed run resumes at the next layer.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator, Mapping, Sequence
@@ -379,7 +377,7 @@ def analyze_steering_effect(ctx: Any) -> None:
     from models.layers import get_layers
     from models.loading import limit_threads_for_tiny_model
     from plugins.common.extraction import load
-    from runner.atomic import write_json, write_text
+    from runner.atomic import write_csv, write_json, write_text
 
     p = ctx.params
     model_dir = ctx.path(f"transformers/{p['model']}")
@@ -434,11 +432,7 @@ def analyze_steering_effect(ctx: Any) -> None:
         "torch": torch.__version__,
     }
     write_json(ctx.writes[0], result)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(ctx.writes[1], buffer.getvalue())
+    write_csv(ctx.writes[1], rows)
     shown = [{"layer": r["layer"], "name": r["name"], "subset": r["subset"], "n": r["n"], "KL": r["kl"],
               "Δlogp": r["delta_logprob"], "first-order": r["first_order"], "acc": r["accuracy_baseline"],
               "acc steered": r["accuracy_steered"], "Δacc": r["accuracy_change"],

@@ -12,7 +12,6 @@ answers count as wrong and are counted and shown.
 
 from __future__ import annotations
 
-import csv
 import io
 import random
 from typing import Any, Sequence
@@ -153,7 +152,7 @@ def table_text(rows: list[dict[str, Any]], title: str, number: str = ".3f") -> s
 def evaluate_accuracy(ctx: Any) -> None:
     from models.loading import limit_threads_for_tiny_model
     from plugins.common.extraction import load
-    from runner.atomic import write_json, write_text
+    from runner.atomic import write_csv, write_json, write_text
 
     p = ctx.params
     intervention = Intervention.from_params(p) if p["with_intervention"] else None
@@ -188,11 +187,7 @@ def evaluate_accuracy(ctx: Any) -> None:
     result = {"job": ctx.job, "run_id": ctx.run_id, "params": dict(p), "method": p["method"],
               "intervention": intervention.describe() if intervention else None, "subsets": rows, "items": per_item}
     write_json(ctx.writes[0], result)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(ctx.writes[1], buffer.getvalue())
+    write_csv(ctx.writes[1], rows)
     table = table_text(rows, f"accuracy {p['model']} ({p['method']})")
     write_text(ctx.writes[2], table)
     ctx.logger.info("\n%s", table)

@@ -6,7 +6,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from runner.atomic import PARTIAL_SUFFIX, atomic_path, write_json
+from runner.atomic import PARTIAL_SUFFIX, atomic_path, write_csv, write_json
 from runner.jobs import DeviceMap, Job, Param, ParamError, SubJob, format_path
 
 
@@ -88,6 +88,16 @@ class AtomicTest(unittest.TestCase):
                 (tmp / "config.json").write_text(version)
         self.assertEqual((target / "config.json").read_text(), "2")
         self.assertEqual(sorted(p.name for p in self.dir.iterdir()), ["model"])
+
+    def test_csv_rows_round_trip_with_the_first_rows_columns(self):
+        import csv
+
+        rows = [{"layer": 0, "kl": 0.5, "subset": "reasoning"}, {"layer": 1, "kl": None, "subset": "m", "extra": 1}]
+        write_csv(self.dir / "t.csv", rows)
+        back = list(csv.DictReader((self.dir / "t.csv").read_text().splitlines()))
+        self.assertEqual(back, [{"layer": "0", "kl": "0.5", "subset": "reasoning"}, {"layer": "1", "kl": "", "subset": "m"}])
+        write_csv(self.dir / "t.csv", rows, columns=["subset"])
+        self.assertEqual((self.dir / "t.csv").read_text(), "subset\nreasoning\nm\n")
 
     def test_writer_that_writes_nothing_is_an_error(self):
         with self.assertRaisesRegex(FileNotFoundError, "wrote nothing"):
