@@ -165,12 +165,19 @@ def failing(ctx: SubJobContext, fail_after: int) -> FailingContext:
 
 
 class WorkspaceCase(unittest.TestCase):
-    """A test class with its own copy of the synthetic workspace (``cls.ws``)."""
+    """A test class with its own copy of the synthetic workspace (``cls.ws``).
+
+    Override :meth:`build_workspace` to build another one in the class's temporary folder.
+    """
+
+    @classmethod
+    def build_workspace(cls, root: Path) -> Workspace:
+        return workspace_copy(root)
 
     @classmethod
     def setUpClass(cls) -> None:
         cls._tmp = tempfile.TemporaryDirectory()
-        cls.ws = workspace_copy(Path(cls._tmp.name) / "ws")
+        cls.ws = cls.build_workspace(Path(cls._tmp.name) / "ws")
 
     @classmethod
     def tearDownClass(cls) -> None:

@@ -34,7 +34,7 @@ def intervention(**overrides) -> Intervention:
 def example_copy(root: Path) -> Workspace:
     """The parts of the example workspace the job needs (tiny Huginn, data, candidate directions)."""
     for part in ("latentrun.toml", "transformers/tiny-huginn-0125", "transformers/tiny-llama-3-8b", "datasets/lirefs",
-                 "experiments/candidate_directions"):
+                 "experiments/candidate_directions/huginn-0125"):
         source, target = EXAMPLE / part, root / part
         if source.is_dir():
             shutil.copytree(source, target)

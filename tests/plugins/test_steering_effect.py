@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import tempfile
 import unittest
 from pathlib import Path
 from unittest import mock
@@ -16,7 +15,7 @@ from plugins.steering_per_layer import effect
 from plugins.steering_per_layer.effect_jobs import effect_jobs
 from plugins.steering_per_layer.interventions import InterventionError
 from runner.workspace import Workspace
-from tests.plugins.directions_support import context, failing, tiny_llama
+from tests.plugins.directions_support import WorkspaceCase, context, failing, tiny_llama
 from tests.support import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "workspace.example"
@@ -96,15 +95,10 @@ def planted_workspace(root: Path) -> Workspace:
     return ws
 
 
-class TestPlantedDirection(unittest.TestCase):
+class TestPlantedDirection(WorkspaceCase):
     @classmethod
-    def setUpClass(cls) -> None:
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.ws = planted_workspace(Path(cls._tmp.name) / "ws")
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls._tmp.cleanup()
+    def build_workspace(cls, root: Path) -> Workspace:
+        return planted_workspace(root)
 
     def ctx(self, model: str = PLANTED, **overrides):
         return sub_context(self.ws, model=model, sample_size=24, **overrides)
@@ -152,21 +146,16 @@ class TestPlantedDirection(unittest.TestCase):
         self.assertEqual(resumed["per_item"], fresh["per_item"])
 
 
-class TestHuginnAndDiagnostics(unittest.TestCase):
+class TestHuginnAndDiagnostics(WorkspaceCase):
     @classmethod
-    def setUpClass(cls) -> None:
-        cls._tmp = tempfile.TemporaryDirectory()
-        root = Path(cls._tmp.name) / "ws"
+    def build_workspace(cls, root: Path) -> Workspace:
+        """The parts of the example workspace the job reads (tiny Huginn, its candidate directions)."""
         for part in ("latentrun.toml", "transformers/tiny-huginn-0125", "transformers/tiny-llama-3-8b",
-                     "datasets/lirefs/mmlu-pro-3000samples.json", "experiments/candidate_directions"):
+                     "datasets/lirefs/mmlu-pro-3000samples.json", "experiments/candidate_directions/huginn-0125"):
             source, target = EXAMPLE / part, root / part
             target.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
-        cls.ws = Workspace.open(root)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls._tmp.cleanup()
+        return Workspace.open(root)
 
     def test_huginn_scale_zero_is_exactly_no_effect_and_gradients_cross_the_recurrence(self):
         ctx = sub_context(self.ws, "mmlu_pro_analyze_steering_effect_per_layer_all_tokens", sample_size=8,
