@@ -21,6 +21,7 @@ tokens; ``stats["token_forwards"]`` counts the tokens run through the model.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -46,6 +47,7 @@ class LocalBackend(Backend):
         self.start = sequence_start(tokenizer)
         self.limit = model_max_length(model)
         self.device = model.get_input_embeddings().weight.device
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.stats.update(token_forwards=0, forwards=0, cached_blocks_used=0)
         self._demo_ids: dict[tuple[str, int], list[int]] = {}
         self._target_ids: dict[str, list[tuple[list[int], list[int]]]] = {}
@@ -83,8 +85,9 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ model calls
 
-    def _forward(self, ids: Sequence[int], cache: Any) -> torch.Tensor:
-        """Run ``ids`` on top of ``cache`` (``None``: from scratch); log-probs of every position, float64."""
+    def _forward(self, ids: Sequence[int], cache: Any, keep: int = 1) -> torch.Tensor:
+        """Run ``ids`` on top of ``cache`` (``None``: from scratch); float64 log-probs of the last ``keep``
+        positions (the unembedding and softmax of the other positions are skipped when the model allows)."""
         if not ids:
             raise BackendError("empty forward")
         length = (cache.get_seq_length() if cache is not None else 0) + len(ids)
@@ -94,12 +97,13 @@ class LocalBackend(Backend):
         self.stats["token_forwards"] += len(ids)
         self.stats["forwards"] += 1
         inp = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        extra = {"logits_to_keep": keep} if self._keeps_logits else {}
         with torch.no_grad():
             if cache is None:
-                out = self.model(input_ids=inp, use_cache=False)
+                out = self.model(input_ids=inp, use_cache=False, **extra)
             else:
-                out = self.model(input_ids=inp, past_key_values=cache, use_cache=True)
-        return torch.log_softmax(out.logits[0].to(torch.float64), dim=-1)
+                out = self.model(input_ids=inp, past_key_values=cache, use_cache=True, **extra)
+        return torch.log_softmax(out.logits[0, -keep:].to(torch.float64), dim=-1)
 
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
@@ -117,7 +121,7 @@ class LocalBackend(Backend):
         total = float(first[word_ids[0]])
         if len(word_ids) > 1:
             length = cache.get_seq_length()
-            rest = self._forward(word_ids[:-1], cache)
+            rest = self._forward(word_ids[:-1], cache, keep=len(word_ids) - 1)
             total += float(sum(rest[j, word_ids[j + 1]] for j in range(len(word_ids) - 1)))
             self._cut(cache, length)
         return total
@@ -144,9 +148,8 @@ class LocalBackend(Backend):
         logps = []
         for ctx, word in self._target(prompt):
             ids = self.start + demo_ids + ctx + word[:-1]
-            lp = self._forward(ids, None)
-            base = len(self.start) + len(demo_ids) + len(ctx) - 1
-            logps.append(float(sum(lp[base + j, word[j]] for j in range(len(word)))))
+            lp = self._forward(ids, None, keep=len(word))  # the positions that predict the word's tokens
+            logps.append(float(sum(lp[j, word[j]] for j in range(len(word)))))
         return finite(logps[0] - logps[1])
 
     # ------------------------------------------------------------------ cached blocks
