@@ -36,8 +36,6 @@ def checkpoint_dir(ctx, s: Settings) -> Path | None:
 
 def load(ctx, s: Settings):
     """Model and tokenizer of the setting's checkpoint, placed by the device map (``accelerate``: auto)."""
-    import torch
-
     from models.loading import limit_threads_for_tiny_model, load_model, resolve_model_dir
 
     device_map = ctx.device_map
@@ -53,7 +51,6 @@ def load(ctx, s: Settings):
     model, tok = _LOADED[key]
     n_params = sum(p.numel() for p in model.parameters())
     limit_threads_for_tiny_model(model)
-    torch.set_grad_enabled(False)
     return model, tok, folder, n_params
 
 

@@ -414,6 +414,7 @@ class TestResume(unittest.TestCase):
             finally:
                 tasks.EVALUATORS["blimp"] = original
             self.assertEqual(calls, [8])
+            self.assertTrue(torch.is_grad_enabled())  # an in-process (--inline) run leaves global state alone
             self.assertEqual((ws / "experiments/killed/r.csv").read_text(), (ws / "experiments/full/r.csv").read_text())
 
 
