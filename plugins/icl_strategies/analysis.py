@@ -72,11 +72,14 @@ def _mixture(w: np.ndarray, m: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def interpolation_start(grid: Grid, margin: float | None = None) -> int:
-    """First checkpoint index from which every N's predictions are close to some M/G mixture.
+    """First checkpoint index from which every N's predictions stay close to some M/G mixture.
 
     Early checkpoints (near the initialisation) are neither M nor G; the paper
     fits only past the step where the distance to the best mixture falls
-    below min + margin·range for every N.
+    below min + margin·range for every N. "Stay": the initialisation itself
+    can sit close to G's early-position predictions (both near uniform), so
+    the start is after the last checkpoint above the line. At least two
+    checkpoints are kept.
     """
     import torch
 
@@ -85,13 +88,13 @@ def interpolation_start(grid: Grid, margin: float | None = None) -> int:
     best = None
     for w in np.linspace(0, 1, 21):
         mix = torch.as_tensor(_mixture(np.full(grid.r_id.shape, w), grid.pred_m["id"], grid.pred_g["id"]))
-        d = hbm.divergence(grid.setting, target, mix, torch).mean(dim=-1).numpy()
+        d = hbm.divergence(grid.setting, target, mix, torch).numpy()
         best = d if best is None else np.minimum(best, d)
-    firsts = []
+    starts = []
     for row in best:
-        threshold = row.min() + margin * (row.max() - row.min())
-        firsts.append(int(np.argmax(row <= threshold)))
-    return max(firsts)
+        above = np.nonzero(row > row.min() + margin * (row.max() - row.min()))[0]
+        starts.append(int(above[-1]) + 1 if len(above) else 0)
+    return min(max(starts), len(grid.steps) - 2)
 
 
 def split_mask(grid: Grid, start: int, train_fraction: float) -> np.ndarray:
@@ -106,7 +109,10 @@ def split_mask(grid: Grid, start: int, train_fraction: float) -> np.ndarray:
 
 
 def observed_transition(steps: np.ndarray, r: np.ndarray) -> float | None:
-    """First checkpoint after which r stays > 0 (M-like for good); None when the run ends G-like."""
+    """First checkpoint after which r stays > 0 (M-like for good); None when the run ends G-like.
+
+    ``steps[0]`` means M-like from the first checkpoint given, so no transition was seen.
+    """
     if r[-1] <= 0:
         return None
     below = np.nonzero(r <= 0)[0]
@@ -164,7 +170,8 @@ def analyse(grid: Grid, train_fraction: float = 0.8) -> tuple[dict[str, Any], di
                               "all_fitted_steps": _pearson(obs[fit_cells], pred[fit_cells]),
                               "weight_vs_observed": _pearson((obs[fit_cells] + 1) / 2, w[fit_cells])}
     predicted_t = hbm.transition_steps(params, inputs)
-    observed_t = [observed_transition(grid.steps, r) for r in grid.r_id]
+    # checkpoints before the interpolation threshold are near the initialisation, neither M nor G
+    observed_t = [observed_transition(grid.steps[start:], r[start:]) for r in grid.r_id]
     transient = [int(n) for n, r in zip(grid.num_tasks, grid.r_id) if r[start:].min() <= 0 < r[-1]]
     both = [(n, t) for n, t in zip(grid.num_tasks, observed_t) if t is not None and t > grid.steps[start]]
     summary = {

@@ -69,13 +69,14 @@ def posterior_odds(summary: dict, cells: dict, path: Path) -> None:
 
 
 def transition_time(summary: dict, path: Path) -> None:
-    """Step of the G→M transition vs N, observed and predicted (log-log)."""
+    """Step of the G→M transition vs N, observed and predicted (log-log; up to 100× the steps trained)."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5, 4))
     n = np.asarray(summary["num_tasks"], dtype=float)
     for key, style, label in (("transition_step_observed", "o-", "observed (r stays > 0)"),
                               ("transition_step_predicted", "s--", "model (odds M:G = 1)")):
-        pairs = [(x, t) for x, t in zip(n, summary[key]) if t is not None and t > 0]
+        horizon = 100 * summary["steps"][-1]  # a predicted transition far beyond training is not drawn
+        pairs = [(x, t) for x, t in zip(n, summary[key]) if t is not None and 0 < t <= horizon]
         if pairs:
             ax.plot(*zip(*pairs), style, label=label)
     ax.axhline(summary["steps"][-1], color="grey", linewidth=0.8, linestyle=":", label="last step trained")

@@ -138,7 +138,7 @@ def _print_summary(summary: dict[str, Any], cells: dict[str, np.ndarray]) -> Non
     for column in ("N", "K(M) bits", "L̄(M)", "L̄(G)", "r observed", "r model", "w_M model", "transition obs.",
                    "transition model"):
         table.add_column(column, justify="right")
-    fmt = lambda t: "—" if t is None else f"{t:.0f}"  # noqa: E731
+    fmt = lambda t: "—" if t is None else f"{t:.0f}" if t < 1e6 else f"{t:.2g}"  # noqa: E731
     for i, n in enumerate(summary["num_tasks"]):
         table.add_row(str(n), f"{summary['complexity_bits']['M'][i]:.0f}", f"{summary['predictor_loss']['M'][i]:.4f}",
                       f"{summary['predictor_loss']['G'][i]:.4f}", f"{cells['r_obs_id'][i, -1]:+.3f}",
