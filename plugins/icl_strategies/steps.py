@@ -139,11 +139,13 @@ def _print_summary(summary: dict[str, Any], cells: dict[str, np.ndarray]) -> Non
                    "transition model"):
         table.add_column(column, justify="right")
     fmt = lambda t: "—" if t is None else f"{t:.0f}" if t < 1e6 else f"{t:.2g}"  # noqa: E731
+    start = summary["interpolation_start_step"]
+    early = lambda t: f"≤ {start}" if t is not None and t <= start else fmt(t)  # noqa: E731
     for i, n in enumerate(summary["num_tasks"]):
         table.add_row(str(n), f"{summary['complexity_bits']['M'][i]:.0f}", f"{summary['predictor_loss']['M'][i]:.4f}",
                       f"{summary['predictor_loss']['G'][i]:.4f}", f"{cells['r_obs_id'][i, -1]:+.3f}",
                       f"{cells['r_pred_id'][i, -1]:+.3f}", f"{cells['w_pred'][i, -1]:.3f}",
-                      fmt(summary["transition_step_observed"][i]), fmt(summary["transition_step_predicted"][i]))
+                      early(summary["transition_step_observed"][i]), fmt(summary["transition_step_predicted"][i]))
     console = Console(width=140)
     console.print(table)
     fit, r = summary["fit"]["params"], summary["pearson_r"]
