@@ -16,7 +16,7 @@ from plugins.steering_per_layer.effect_jobs import effect_jobs
 from plugins.steering_per_layer.interventions import InterventionError
 from runner.workspace import Workspace
 from tests.plugins.directions_support import WorkspaceCase, context, failing, tiny_llama
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, slow
 
 EXAMPLE = REPO_ROOT / "workspace.example"
 PLANTED, RANDOM, LAYER = "tiny-planted", "tiny-random", 1  # 3-layer Llamas; planted direction at layer 1
@@ -103,6 +103,7 @@ class TestPlantedDirection(WorkspaceCase):
     def ctx(self, model: str = PLANTED, **overrides):
         return sub_context(self.ws, model=model, sample_size=24, **overrides)
 
+    @slow
     def test_planted_layer_has_the_largest_effect_and_the_estimate_ranks_it_first(self):
         ctx = self.ctx()
         result = run(ctx)
@@ -124,6 +125,7 @@ class TestPlantedDirection(WorkspaceCase):
         self.assertIn("spearman(first-order, Δlogp)", ctx.writes[2].read_text())
         self.assertEqual(ctx.writes[3].read_bytes()[:4], b"\x89PNG")
 
+    @slow
     def test_first_order_estimate_matches_small_interventions(self):
         for overrides in ({"token_modification_mode": "ALL_TOKENS", "scale": 0.005},
                           {"token_modification_mode": "LAST_TOKEN", "scale": -0.005},
@@ -134,6 +136,7 @@ class TestPlantedDirection(WorkspaceCase):
                 for key, values in result["per_item"].items():
                     assert_first_order(self, values, key)
 
+    @slow
     def test_killed_run_resumes_at_the_next_layer(self):
         ctx = self.ctx(RANDOM, scale=2.0, token_modification_mode="ALL_TOKENS")
         with self.assertRaises(KeyboardInterrupt):
@@ -157,6 +160,7 @@ class TestHuginnAndDiagnostics(WorkspaceCase):
             (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
         return Workspace.open(root)
 
+    @slow
     def test_huginn_scale_zero_is_exactly_no_effect_and_gradients_cross_the_recurrence(self):
         ctx = sub_context(self.ws, "mmlu_pro_analyze_steering_effect_per_layer_all_tokens", sample_size=8,
                           layer_indices=[1, 5, 9], scale=0.0)
