@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, Sequence
 from plugins.run_experiment.config import Settings, check, config_files
 from plugins.run_experiment.measures import MEASURES, fmt, summarize
 from plugins.run_experiment.stimuli import import_digit_mat_npz, load_stimuli
-from runner.atomic import write_json, write_text
+from runner.atomic import write_csv, write_json, write_text
 
 CHUNK = 32  # items per checkpoint
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
@@ -97,20 +96,10 @@ def evaluate(ctx) -> None:
         "training_tokens": training_tokens(folder, s.revision), "seed": seed,
         "measures": summarize(s.task, rows, seed),
     }
-    write_text(ctx.writes[0], rows_to_csv(rows))
+    write_csv(ctx.writes[0], rows, columns=list(dict.fromkeys(k for row in rows for k in row)))
     write_json(ctx.writes[1], summary)
     print_table([summary], title=f"{s.task}{' ' + s.condition if s.condition else ''}: {s.model} "
                                  f"({s.revision or 'main'}), n={len(rows)}, 95% bootstrap intervals")
-
-
-def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-    return buffer.getvalue()
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -164,25 +153,20 @@ def report(ctx) -> None:
                        "n_params": meta[(task, model, revision)]["n_params"],
                        "training_tokens": meta[(task, model, revision)]["training_tokens"],
                        "measures": summarize(task, rows, seed)})
-    lines = ["task,condition,model,revision,n_params,training_tokens,measure,kind,mean,lo,hi,n"]
-    for s in summaries + [dict(p, condition="all") for p in points if p["task"] == "crt"]:
-        for name, stat in s["measures"].items():
-            lines.append(",".join(_csv_cell(v) for v in (
-                s["task"], s.get("condition") or "", s["model"], s["revision"], s["n_params"],
-                s["training_tokens"], name, stat["kind"], stat["mean"], stat["lo"], stat["hi"], stat["n"])))
+    table = [{"task": s["task"], "condition": s.get("condition") or "", "model": s["model"],
+              "revision": s["revision"], "n_params": s["n_params"], "training_tokens": s["training_tokens"],
+              "measure": name, "kind": stat["kind"], "mean": stat["mean"], "lo": stat["lo"], "hi": stat["hi"],
+              "n": stat["n"]}
+             for s in summaries + [dict(p, condition="all") for p in points if p["task"] == "crt"]
+             for name, stat in s["measures"].items()]
     files = dict(zip(ctx.params["_report_keys"], ctx.writes))
-    write_text(files["csv"], "\n".join(lines) + "\n")
+    write_csv(files["csv"], table)
     write_text(files["markdown"], markdown_table(summaries, points))
     print_table(summaries, title="task demands: low- vs high-demand methods, 95% bootstrap intervals")
     for task in dict.fromkeys(p["task"] for p in points):
         task_points = [p for p in points if p["task"] == task]
         plot_by_size(task, task_points, files[f"{task}_size"])
         plot_by_tokens(task, task_points, files[f"{task}_tokens"])
-
-
-def _csv_cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return f'"{text}"' if "," in text else text
 
 
 def markdown_table(summaries: Sequence[dict[str, Any]], points: Sequence[dict[str, Any]]) -> str:
