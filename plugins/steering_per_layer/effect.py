@@ -14,10 +14,12 @@ as ``evaluate_accuracy_reasoning_memorizing``) is scored with and without it:
 Beside it, a **first-order estimate** of Δ log p from one backward pass for
 all layers: with ``g_t = ∂ log p(correct) / ∂h_t`` at the hook point and
 ``δ_t`` the change the intervention makes to token ``t``, the estimate is
-``Σ_t g_t · δ_t`` over the steered tokens — ``c · Σ_t g_t·u`` for additions
-(``c`` = scale, times ‖overall mean‖ with SCALE_WITH_OVERALL_MAGNITUDE),
-``−Σ_t (g_t·u)(h_t·u)`` for ablation and ``s · Σ_t (g_t·u)(h_t·u)`` for
-amplification. Gradients are projected on the directions inside the hooks
+``Σ_t g_t · δ_t`` over the steered tokens — ``c · Σ_t g_t·u`` for additions,
+``c · Σ_t (g_t·u)(h_t·u)`` for amplification (``c`` = scale, times ‖overall
+mean‖ with SCALE_WITH_OVERALL_MAGNITUDE) and ``−Σ_t (g_t·u)(h_t·u)`` for
+ablation, summed over the hook points when there are several
+(``pre+attn+mlp``); ``u`` is the direction of layer ``l + direction_layer_offset``.
+Gradients are projected on the directions inside the hooks
 (``models.capture`` with a callable reduction), so a pass keeps
 ``batch × seq × layers`` numbers. The seed instead differentiated
 KL(p ‖ stop-grad p), whose value and gradient are zero where evaluated.
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
 from plugins.steering_per_layer.evaluate import (
@@ -73,8 +75,11 @@ def template_intervention(params: Mapping[str, Any], layers: Sequence[int]) -> I
 
 def describe_each(intervention: Intervention) -> str:
     """``describe()`` without the (long) layer list: each layer is steered alone."""
-    single = dataclasses.replace(intervention, layer_indices=(0,))
-    return single.describe().replace("layers=[0]", f"each of {len(intervention.layer_indices)} layers alone")
+    offset = intervention.direction_layer_offset
+    single = dataclasses.replace(intervention, layer_indices=(0,), direction_layer_offset=0)
+    each = f"each of {len(intervention.layer_indices)} layers alone" + (
+        f" (layer k along the direction of layer k{offset:+d})" if offset else "")
+    return single.describe().replace("layers=[0]", each)
 
 
 def resolve_layers(params: Mapping[str, Any], model_dir: Any) -> list[int]:
@@ -145,28 +150,29 @@ def measure_layer(model: Any, tokenizer: Any, intervention: Intervention, direct
             "steered_correct": now["correct"]}
 
 
-def coefficients(intervention: Intervention, directions: Mapping[str, Any], layers: Sequence[int]) -> list[float]:
-    """The factor ``c`` of each layer's first-order term (see the module docstring)."""
-    mode = MODIFICATION_MODES[intervention.modification_mode]
-    if mode == "ablation":
-        return [-1.0] * len(layers)
-    if mode == "amplification":
-        return [intervention.scale] * len(layers)
-    if intervention.direction_normalization_mode == "SCALE_WITH_OVERALL_MAGNITUDE":
-        return [intervention.scale * float(directions["overall_mean"][k].double().norm()) for k in layers]
-    return [intervention.scale] * len(layers)
+def coefficients(intervention: Intervention, directions: Mapping[str, Any]) -> list[float]:
+    """The factor ``c`` of each layer's first-order term (see the module docstring), in layer order."""
+    if MODIFICATION_MODES[intervention.modification_mode] == "ablation":
+        return [-1.0] * len(intervention.layer_indices)
+    if intervention.direction_normalization_mode == "SCALE_WITH_OVERALL_MAGNITUDE":  # additions, amplifications
+        return [intervention.scale * float(directions["overall_mean"][k].double().norm())
+                for k in intervention.direction_layers]
+    return [intervention.scale] * len(intervention.layer_indices)
 
 
 def first_order(model: Any, tokenizer: Any, intervention: Intervention, directions: Mapping[str, Any],
-                layers: Sequence[int], prompts: Sequence[str], targets: Sequence[int], batch_size: int,
-                seed: int) -> dict[int, list[float]]:
-    """First-order estimate of Δ log p(correct) per layer and item, from one backward pass per batch."""
+                prompts: Sequence[str], targets: Sequence[int], batch_size: int, seed: int) -> dict[int, list[float]]:
+    """First-order estimate of Δ log p(correct) per layer and item, from one backward pass per batch.
+
+    With several hook points the terms of all points add up (the linearisation of steering them together).
+    """
     import torch
 
     from models.capture import capture, capture_grads
     from models.scoring import next_token_batches
 
-    units = torch.stack([directions["unit_direction"][k].double() for k in layers])
+    layers = list(intervention.layer_indices)
+    units = torch.stack([directions["unit_direction"][k].double() for k in intervention.direction_layers])
     units = (units / units.norm(dim=1, keepdim=True).clamp_min(1e-30)).float()
     cast: dict[tuple, Any] = {}
 
@@ -176,14 +182,17 @@ def first_order(model: Any, tokenizer: Any, intervention: Intervention, directio
             cast[key] = units.to(t.device).T.contiguous()
         return t.float() @ cast[key]
 
-    coef = coefficients(intervention, directions, layers)
+    coef = coefficients(intervention, directions)
     linear = MODIFICATION_MODES[intervention.modification_mode] == "addition"
     last_only = TOKEN_MODES[intervention.token_modification_mode] == "last"
     out: dict[int, list[float]] = {k: [0.0] * len(prompts) for k in layers}
-    point = intervention.hook_point
     torch.manual_seed(seed)  # the same Huginn initial states as the measured passes
-    with frozen(model), capture_grads(model, list(layers), point=point, reduction=project) as grads, \
-            (nullcontext() if linear else capture(model, list(layers), point=point, reduction=project)) as acts:
+    with ExitStack() as stack:
+        stack.enter_context(frozen(model))
+        grads = {pt: stack.enter_context(capture_grads(model, layers, point=pt, reduction=project))
+                 for pt in intervention.hook_points}
+        acts = {} if linear else {pt: stack.enter_context(capture(model, layers, point=pt, reduction=project))
+                                  for pt in intervention.hook_points}
         for batch in next_token_batches(model, tokenizer, answer_contexts(prompts), batch_size=batch_size,
                                         grad=True, **forward_kwargs(model)):
             rows = torch.arange(len(batch.indices), device=batch.logits.device)
@@ -198,16 +207,19 @@ def first_order(model: Any, tokenizer: Any, intervention: Intervention, directio
             else:  # ALL_TOKENS steers every column; padding columns have zero gradient
                 select = torch.ones(mask.shape, dtype=torch.float32)
             for j, layer in enumerate(layers):
-                if layer not in grads.values:
-                    raise RuntimeError(f"no gradient reached layer {layer} at point {point!r}: "
-                                       "the answer position does not depend on it")
-                term = grads.values[layer][..., j].cpu()
-                if not linear:
-                    term = term * acts.values[layer][..., j].cpu()
-                estimate = coef[j] * (term * select).sum(-1)
+                total = torch.zeros(mask.shape[0])
+                for pt, grad in grads.items():
+                    if layer not in grad.values:
+                        raise RuntimeError(f"no gradient reached layer {layer} at point {pt!r}: "
+                                           "the answer position does not depend on it")
+                    term = grad.values[layer][..., j].cpu()
+                    if not linear:
+                        term = term * acts[pt].values[layer][..., j].cpu()
+                    total += (term * select).sum(-1)
                 for r, i in enumerate(batch.indices):
-                    out[layer][i] = float(estimate[r])
-            grads.clear()
+                    out[layer][i] = coef[j] * float(total[r])
+            for grad in grads.values():
+                grad.clear()
     return out
 
 
@@ -387,7 +399,7 @@ def analyze_steering_effect(ctx: Any) -> None:
     preflight(intervention, p["model"], model_dir, directions_path, p.get("num_steps"))  # before loading
     model, tokenizer = load(ctx.workspace, p, ctx.device_map)
     limit_threads_for_tiny_model(model)
-    directions = read_directions(directions_path, layers)
+    directions = read_directions(directions_path, intervention.direction_layers)
     names = {layer.index: layer.name for layer in get_layers(model)}
     items, prompts = build_items(ctx, tokenizer)
     targets = correct_ids(items, tokenizer)
@@ -401,7 +413,7 @@ def analyze_steering_effect(ctx: Any) -> None:
 
     estimates = ctx.checkpoint.load("first_order")
     if estimates is None:
-        estimates = first_order(model, tokenizer, intervention, directions, layers, prompts, targets, bs, seed)
+        estimates = first_order(model, tokenizer, intervention, directions, prompts, targets, bs, seed)
         ctx.checkpoint.save("first_order", {str(k): v for k, v in estimates.items()})
     estimates = {int(k): v for k, v in estimates.items()}
 
@@ -418,7 +430,9 @@ def analyze_steering_effect(ctx: Any) -> None:
                                         base, bs, seed)
         ctx.checkpoint.save(f"layer-{layer}", measured[layer])
 
-    diagnostic = embedding_diagnostic(model, tokenizer, directions, layers)
+    by_source = dict(zip(intervention.direction_layers, layers))  # the direction each layer is steered with
+    found = embedding_diagnostic(model, tokenizer, directions, intervention.direction_layers)
+    diagnostic = {by_source[k]: value for k, value in found.items()}
     rows = summarize(items, baseline, measured, estimates, layers, names, diagnostic, p["bootstrap"], seed)
     ranks = agreement(rows)
     result = {

@@ -36,16 +36,15 @@ OUTPUTS = ("results.json", "effect.csv", "effect.txt", "effect.png")
 
 def effect_tag(params: dict[str, Any]) -> str:
     """A stable folder name from the params that change the numbers."""
-    from plugins.steering_per_layer.effect import requested_layers
+    from plugins.steering_per_layer.effect import requested_layers, template_intervention
 
     layers = requested_layers(params)
-    parts = [params["direction_source"], params["modification_mode"], params["direction_normalization_mode"],
-             params["token_modification_mode"], params["hook_point"], f"scale={params['scale']:g}",
-             "layers=" + "-".join(map(str, layers)) if layers else "",
-             f"steps={params['num_steps']}" if params.get("num_steps") is not None else "",
-             f"n={params['sample_size']}" if params.get("sample_size") is not None else "",
-             f"seed={params['seed']}" if params.get("seed") else "",
-             "few_shot" if params.get("few_shot") else ""]
+    parts = [p for p in template_intervention(params, layers).tag_parts() if not p.startswith("layers=")]
+    parts += ["layers=" + "-".join(map(str, layers)) if layers else "",
+              f"steps={params['num_steps']}" if params.get("num_steps") is not None else "",
+              f"n={params['sample_size']}" if params.get("sample_size") is not None else "",
+              f"seed={params['seed']}" if params.get("seed") else "",
+              "few_shot" if params.get("few_shot") else ""]
     return ",".join(p for p in parts if p)
 
 

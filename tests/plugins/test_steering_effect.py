@@ -130,7 +130,11 @@ class TestPlantedDirection(WorkspaceCase):
         for overrides in ({"token_modification_mode": "ALL_TOKENS", "scale": 0.005},
                           {"token_modification_mode": "LAST_TOKEN", "scale": -0.005},
                           {"modification_mode": "FEATURE_AMPLIFICATION", "scale": 0.005},
-                          {"direction_normalization_mode": "SCALE_WITH_OVERALL_MAGNITUDE", "scale": 0.002}):
+                          {"direction_normalization_mode": "SCALE_WITH_OVERALL_MAGNITUDE", "scale": 0.002},
+                          {"modification_mode": "FEATURE_AMPLIFICATION", "scale": 0.002,
+                           "direction_normalization_mode": "SCALE_WITH_OVERALL_MAGNITUDE"},
+                          {"hook_point": "pre+attn+mlp", "direction_layer_offset": -1, "layer_indices": [1, 2],
+                           "scale": 0.005}):
             with self.subTest(**overrides):
                 result = run(self.ctx(RANDOM, **overrides))
                 for key, values in result["per_item"].items():
