@@ -73,12 +73,16 @@ def transition_time(summary: dict, path: Path) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5, 4))
     n = np.asarray(summary["num_tasks"], dtype=float)
-    for key, style, label in (("transition_step_observed", "o-", "observed (r stays > 0)"),
-                              ("transition_step_predicted", "s--", "model (odds M:G = 1)")):
-        horizon = 100 * summary["steps"][-1]  # a predicted transition far beyond training is not drawn
-        pairs = [(x, t) for x, t in zip(n, summary[key]) if t is not None and 0 < t <= horizon]
-        if pairs:
-            ax.plot(*zip(*pairs), style, label=label)
+    start, horizon = summary["interpolation_start_step"], 100 * summary["steps"][-1]
+    seen = [(x, t) for x, t in zip(n, summary["transition_step_observed"]) if t is not None and t > start]
+    early = [(x, start) for x, t in zip(n, summary["transition_step_observed"]) if t is not None and t <= start]
+    if seen:
+        ax.plot(*zip(*seen), "o-", label="observed (r stays > 0 from here)")
+    if early:
+        ax.plot(*zip(*early), "v", color="C0", fillstyle="none", label="observed: M-like from the first fitted step")
+    predicted = [(x, t) for x, t in zip(n, summary["transition_step_predicted"]) if t is not None and 0 < t <= horizon]
+    if predicted:  # a predicted transition far beyond training is not drawn
+        ax.plot(*zip(*predicted), "s--", label="model (odds M:G = 1)")
     ax.axhline(summary["steps"][-1], color="grey", linewidth=0.8, linestyle=":", label="last step trained")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
