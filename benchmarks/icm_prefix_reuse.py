@@ -1,7 +1,8 @@
 """ICM local backend: prefix key/value reuse vs naive re-encoding, for the same search, as ratios.
 
-    python benchmarks/icm_prefix_reuse.py                 # the example model and data, ~2-4 min on 2 cores
-    python benchmarks/icm_prefix_reuse.py --K 60 --claims 48 --threads 2
+    python benchmarks/icm_prefix_reuse.py                 # the example model and data; ~18 min on 2 busy cores,
+                                                          # almost all of it the naive search
+    python benchmarks/icm_prefix_reuse.py --K 8 --claims 16  # a quick look
 
 Runs the ICM search of ``icm_label`` twice on the example arithmetic claims
 (one batch, the same seed, the model in float64 so near-ties cannot flip):
@@ -36,8 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "workspace.example/transformers/tiny-icm-arith"))
     parser.add_argument("--data", default=str(ROOT / "workspace.example/datasets/icm/arithmetic/train_gsm8k.json"))
-    parser.add_argument("--claims", type=int, default=32, help="claims in the batch (whole groups, from the start)")
-    parser.add_argument("--K", type=int, default=30, help="search iterations")
+    parser.add_argument("--claims", type=int, default=24, help="claims in the batch (whole groups, from the start)")
+    parser.add_argument("--K", type=int, default=20, help="search iterations")
     parser.add_argument("--seed", type=int, default=27565976)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
