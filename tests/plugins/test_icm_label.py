@@ -412,8 +412,8 @@ class TestExampleJob(unittest.TestCase):
             shutil.copy(EXAMPLE / "latentrun.toml", ws / "latentrun.toml")
             out = io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                code = main(["--jobs", "icm_label", "--workspace_path", str(ws), "--inline", "--set", "K=15",
-                             "--set", "num_shots=8"])
+                code = main(["--jobs", "icm_label", "--workspace_path", str(ws), "--inline", "--set", "K=10",
+                             "--set", "max_batches=1", "--set", "num_shots=8"])
             self.assertEqual(code, 0, out.getvalue()[-3000:])
             summary = json.loads(next((ws / "experiments").rglob("summary.json")).read_text())
             names = [r["labelling"] for r in summary["rows"]]
