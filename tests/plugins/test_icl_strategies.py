@@ -237,6 +237,22 @@ class TestTraining(unittest.TestCase):
                 np.testing.assert_array_equal(predict(load_checkpoint(Path(tmp) / "c"), batch), pred)
 
 
+class TestPlan(unittest.TestCase):
+    def test_bad_params_are_all_reported_before_anything_runs(self):
+        from plugins.icl_strategies import _params, _subjobs
+        from runner.jobs import ParamError
+
+        params = {k: v.default for k, v in _params().items()}
+        names = [s.name for s in _subjobs(params)]
+        self.assertEqual(names[:2], ["data", "train@N=4"])
+        self.assertEqual(names[-1], "analyse")
+        bad = {**params, "num_tasks": [8, 4], "train_fraction": 1.5, "context_length": 1}
+        with self.assertRaises(ParamError) as caught:
+            _subjobs(bad)
+        for key in ("num_tasks", "train_fraction", "context_length"):
+            self.assertIn(key, str(caught.exception))
+
+
 @slow
 class TestGridResume(TempWorkspace, unittest.TestCase):
     def wait_for_glob(self, pattern: str, seconds: float = 120) -> Path:
