@@ -20,8 +20,6 @@ the overall mean, so steering can use it like a candidate direction.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any, Sequence
 
 import numpy as np
@@ -117,7 +115,7 @@ def train_linear_probes(ctx: Any) -> None:
     from rich.table import Table
 
     from plugins.candidate_directions.plots import plot_accuracy
-    from runner.atomic import atomic_path, write_json, write_text
+    from runner.atomic import atomic_path, write_csv, write_json
 
     p = ctx.params
     main = open_hidden_states(ctx.reads[0])
@@ -180,7 +178,7 @@ def train_linear_probes(ctx: Any) -> None:
     summary = {**meta, "majority_baseline": majority, "columns": columns, "layers": ordered,
                "plot": str(path_png), "directions": str(path_st)}
     write_json(path_json, summary)
-    write_text(path_csv, _csv(ordered, columns))
+    write_csv(path_csv, _csv_rows(ordered, columns))
     names = ["embed" if e["key"] == "embed" else str(e["key"]) for e in layers]
     series = {name.replace("_", "-"): ([r[name]["accuracy"] for r in ordered], [r[name]["ci_low"] for r in ordered],
                                        [r[name]["ci_high"] for r in ordered]) for name in columns}
@@ -204,16 +202,13 @@ def train_linear_probes(ctx: Any) -> None:
                     best["probe"]["ci_high"], best["probe"]["n"], path_csv, path_png)
 
 
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    header = ["layer", "name", "train_accuracy"]
-    for c in columns:
-        header += [f"{c}_accuracy", f"{c}_ci_low", f"{c}_ci_high", f"{c}_n"]
-    writer.writerow(header)
+def _csv_rows(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
+    """One flat row per layer: accuracy, interval and n of each column."""
+    flat = []
     for r in rows:
-        line = [r["layer"], r["name"], f"{r['train_accuracy']:.4f}"]
+        line = {"layer": r["layer"], "name": r["name"], "train_accuracy": f"{r['train_accuracy']:.4f}"}
         for c in columns:
-            line += [f"{r[c]['accuracy']:.4f}", f"{r[c]['ci_low']:.4f}", f"{r[c]['ci_high']:.4f}", r[c]["n"]]
-        writer.writerow(line)
-    return out.getvalue()
+            line.update({f"{c}_accuracy": f"{r[c]['accuracy']:.4f}", f"{c}_ci_low": f"{r[c]['ci_low']:.4f}",
+                         f"{c}_ci_high": f"{r[c]['ci_high']:.4f}", f"{c}_n": r[c]["n"]})
+        flat.append(line)
+    return flat

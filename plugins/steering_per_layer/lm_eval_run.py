@@ -23,8 +23,6 @@ included, and cleared when the sub-job completes.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -147,7 +145,7 @@ def evaluate_lm_eval(ctx: Any) -> None:
 
     from plugins.common.extraction import load
     from plugins.common.tables import rows_table
-    from runner.atomic import write_json, write_text
+    from runner.atomic import write_csv, write_json, write_text
 
     p = ctx.params
     tasks = list(p["tasks"])
@@ -176,11 +174,7 @@ def evaluate_lm_eval(ctx: Any) -> None:
                             "baseline": str(baseline[0]) if baseline else None}
     write_json(ctx.writes[0], results)
     rows = metric_rows(results, baseline[1] if baseline else None)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["task"])
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(ctx.writes[1], buffer.getvalue())
+    write_csv(ctx.writes[1], rows, None if rows else ["task"])
     title = f"lm-eval {p['model']}: {', '.join(tasks)}" + (f" — {intervention.describe()}" if intervention else "")
     table = rows_table(rows, title, number=".4f") if rows else "(no metrics)\n"
     write_text(ctx.writes[2], table)

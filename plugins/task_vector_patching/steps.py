@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,7 +11,7 @@ from plugins.common.stats import accuracy, fmt, mean_accuracy
 from plugins.task_vector_patching.tasks import (
     Task, TaskError, build_prompt, check_size, filter_single_token, is_correct, load_task, sample_datasets,
 )
-from runner.atomic import atomic_path, write_json, write_text
+from runner.atomic import atomic_path, write_csv, write_json
 
 #: published mean over the paper's 18 tasks: baseline / task vector / ICL (Hendel et al. 2023, Table)
 PUBLISHED = {
@@ -262,14 +260,6 @@ def _stat(d: dict) -> dict:
     return {k: d[k] for k in ("acc", "n", "lo", "hi")}
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _flat(row: dict) -> dict:
     out = {}
     for key, value in row.items():
@@ -306,7 +296,7 @@ def report(ctx) -> None:
     res = collect(p, ctx.workspace.root)
     files = {k: ctx.path(v) for k, v in layout.report_files(p).items()}
     write_json(files["json"], res)
-    write_text(files["csv"], _csv([_flat(r) for r in res["rows"] + [res["mean"]]], MAIN_COLUMNS))
+    write_csv(files["csv"], [_flat(r) for r in res["rows"] + [res["mean"]]], MAIN_COLUMNS)
     with atomic_path(files["png"]) as tmp:
         plot_layer_curves(res, tmp)
     rows = [[r["task"], fmt(r["baseline"]), fmt(r["icl"]), fmt(r["task_vector"]),
@@ -398,10 +388,10 @@ def conflicting(ctx) -> None:
     files = {k: ctx.path(v) for k, v in layout.conflicting_files(p).items()}
     write_json(files["json"], {"model": p["model"], "patch_mode": p["patch_mode"], "scale": p["scale"],
                                "setting": layout.setting(p), "rows": rows})
-    write_text(files["csv"], _csv([_flat(r) for r in rows],
+    write_csv(files["csv"], [_flat(r) for r in rows],
                                   ["original", "overriding", "layer", "n_layers"] +
                                   [f"{c}_{w}_{s}" for c in ("icl", "tv") for w in ("original", "overriding")
-                                   for s in ("acc", "lo", "hi", "n")]))
+                                   for s in ("acc", "lo", "hi", "n")])
     from plugins.task_vector_patching.plots import plot_conflicting
 
     with atomic_path(files["png"]) as tmp:
@@ -539,7 +529,7 @@ def compare(ctx) -> None:
         for c in ("baseline", "task_vector", "icl"):
             f[f"published_{c}"] = r["published"][c] if r["published"] else ""
         flat.append(f)
-    write_text(files["csv"], _csv(flat, list(flat[0].keys())))
+    write_csv(files["csv"], flat)
     print_table("mean over tasks: measured [95% CI] (published)", ["model", "baseline", "task vector", "ICL", "TV/ICL"],
                 [[r["model"]] + [fmt(r[c]) + (f" ({r['published'][c]:.2f})" if r["published"] else "")
                                  for c in ("baseline", "task_vector", "icl")] + [f"{r['tv_over_icl']:.2f}"]
