@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,14 +32,6 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def csv_text(rows: Sequence[dict[str, Any]], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def print_table(title: str, rows: Sequence[dict[str, Any]], key: str = "labelling") -> None:

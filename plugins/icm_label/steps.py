@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from runner.atomic import write_json, write_text
+from runner.atomic import write_csv, write_json, write_text
 from plugins.icm_label import report as tables
 from plugins.icm_label.backends import Backend, label_of, make_backend
 from plugins.icm_label.consistency import constraints, inconsistent
@@ -105,7 +105,7 @@ def _write_search(ctx: Any, bed: Testbed, claims: list[Claim], batches: list[lis
     }
     files = ctx.writes
     write_text(files[0], _jsonl(rows))
-    write_text(files[1], tables.csv_text(trajectory, tables.TRAJECTORY_COLUMNS))
+    write_csv(files[1], trajectory, tables.TRAJECTORY_COLUMNS)
     write_json(files[2], {"params": {k: v for k, v in ctx.params.items() if k != "device_map"},
                           "trajectory": trajectory})
     write_json(files[3], summary)
@@ -169,7 +169,7 @@ def report(ctx: Any) -> None:
                "rows": rows, "note": "accuracy against gold labels on the claims ICM labelled; gold labels are "
                                      "never used by the search"}
     write_json(ctx.writes[0], summary)
-    write_text(ctx.writes[1], tables.csv_text([tables.flat(r) for r in rows], tables.LABEL_COLUMNS))
+    write_csv(ctx.writes[1], [tables.flat(r) for r in rows], tables.LABEL_COLUMNS)
     tables.plot_trajectory(trajectory, Path(ctx.writes[2]), title=f"ICM on {bed.name} ({p['model']})")
     tables.print_table(f"ICM labels: {bed.name}, {p['model']} ({p['backend']})", rows)
 
@@ -214,7 +214,7 @@ def evaluate(ctx: Any) -> None:
     result = {"testbed": bed.name, "model": p["model"], "backend": p["backend"], "eval_file": p["eval_file"],
               "n_eval": len(held_out), "rows": rows, "published_llama_3_1_70b": published}
     write_json(ctx.writes[0], result)
-    write_text(ctx.writes[1], tables.csv_text([tables.flat(r) for r in rows], tables.DOWNSTREAM_COLUMNS))
+    write_csv(ctx.writes[1], [tables.flat(r) for r in rows], tables.DOWNSTREAM_COLUMNS)
     tables.plot_downstream(rows, Path(ctx.writes[2]), title=f"{bed.name}: many-shot accuracy ({p['model']})")
     tables.print_table(f"Many-shot accuracy on {len(held_out)} held-out claims: {bed.name}, {p['model']}", rows,
                        key="condition")
