@@ -24,19 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from plugins.common.stats import accuracy
+
 from plugins.common.directions_format import complete, write_directions
 from plugins.common.hidden_states import LABELS, REASONING, open_hidden_states
-
-
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean of a 0/1 vector (resampling rows with replacement)."""
-    n = len(correct)
-    if n == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, n, size=(int(n_boot), n))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
 def split(y: np.ndarray, test_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +68,8 @@ class Probe:
 
 
 def evaluate(probe: Probe, x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    correct = (probe.predict(x) == y).astype(np.float64)
-    low, high = bootstrap_ci(correct, n_boot, seed)
-    return {"accuracy": float(correct.mean()) if len(correct) else float("nan"), "ci_low": low, "ci_high": high,
-            "n": int(len(correct))}
+    stat = accuracy(probe.predict(x) == y, seed=seed, n_boot=n_boot)
+    return {"accuracy": stat["acc"], "ci_low": stat["lo"], "ci_high": stat["hi"], "n": stat["n"]}
 
 
 def fit_layer(x: np.ndarray, y: np.ndarray, y_shuffled: np.ndarray, train: np.ndarray, test: np.ndarray,

@@ -9,14 +9,15 @@ import numpy as np
 N_BOOT = 2000
 
 
-def accuracy(correct: Sequence[bool] | Sequence[int], seed: int = 0, confidence: float = 0.95) -> dict:
-    """``{"acc", "n", "lo", "hi"}``: mean of 0/1 outcomes and its bootstrap interval."""
+def accuracy(correct: Sequence[bool] | Sequence[int], seed: int = 0, confidence: float = 0.95,
+             n_boot: int = N_BOOT) -> dict:
+    """``{"acc", "n", "lo", "hi"}``: mean of 0/1 outcomes and its bootstrap interval (``n_boot`` resamples)."""
     values = np.asarray(list(correct), dtype=float)
     n = int(values.size)
     if n == 0:
         return {"acc": float("nan"), "n": 0, "lo": float("nan"), "hi": float("nan")}
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, n, size=(N_BOOT, n))].mean(axis=1)
+    means = values[rng.integers(0, n, size=(int(n_boot), n))].mean(axis=1)
     alpha = (1 - confidence) / 2
     return {"acc": float(values.mean()), "n": n, "lo": float(np.quantile(means, alpha)),
             "hi": float(np.quantile(means, 1 - alpha))}

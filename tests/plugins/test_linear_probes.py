@@ -8,13 +8,13 @@ import io
 import json
 import tempfile
 import unittest
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from plugins.candidate_directions import PROBES, load_directions
-from plugins.candidate_directions.probes import Probe, bootstrap_ci, fit_layer, split, train_linear_probes
+from plugins.candidate_directions.probes import Probe, fit_layer, split, train_linear_probes
+from plugins.common.stats import accuracy
 from plugins.common.hidden_states import write_hidden_states
 from runner.context import CheckpointStore
 from runner.jobs import DeviceMap
@@ -57,12 +57,13 @@ class TestProbe(unittest.TestCase):
 
     def test_bootstrap_interval(self):
         correct = np.array([1.0] * 80 + [0.0] * 20)
-        low, high = bootstrap_ci(correct, 2000, 0)
+        stat = accuracy(correct, seed=0, n_boot=2000)
+        low, high = stat["lo"], stat["hi"]
         self.assertLess(low, 0.8)
         self.assertGreater(high, 0.8)
         self.assertLess(high - low, 0.2)
-        wide = bootstrap_ci(np.array([1.0] * 8 + [0.0] * 2), 2000, 0)
-        self.assertGreater(wide[1] - wide[0], high - low)
+        wide = accuracy(np.array([1.0] * 8 + [0.0] * 2), seed=0, n_boot=2000)
+        self.assertGreater(wide["hi"] - wide["lo"], high - low)
 
 
 class TestProbeSubJob(unittest.TestCase):
