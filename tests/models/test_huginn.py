@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import models.huginn as huginn
 from models.huginn import HuginnCache, HuginnConfig, HuginnForCausalLM, HuginnNumbering
 from models.huginn.adapter import HuginnAdapter
+from tests.support import limit_torch_threads, restore_torch_threads
 
 # Tiny sizes: hidden 32, 2 heads, vocab 128, 1 prelude + 2 core + 1 coda blocks, 3 steps by default.
 TINY = dict(
@@ -189,17 +190,7 @@ def reference_logits(state: dict[str, torch.Tensor], ids: torch.Tensor, steps: i
     return y @ state["transformer.wte.weight"].T
 
 
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    # Tiny matrices gain nothing from intra-op threads, and on a busy machine
-    # the thread pool's contention makes each forward ~30x slower.
-    torch.set_num_threads(1)
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 
 def tiny_model(seed: int = 0, **overrides: object) -> HuginnForCausalLM:

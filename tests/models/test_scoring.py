@@ -16,6 +16,7 @@ from models.scoring import (
     score_continuations_detailed,
 )
 from models.training import train_tokenizer
+from tests.support import limit_torch_threads, restore_torch_threads
 
 CORPUS = [
     "The capital of France is Paris.",
@@ -57,17 +58,7 @@ def _by_hand(model: torch.nn.Module, ctx: list[int], cont: list[int]) -> list[fl
     return [logp[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont)]
 
 
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    # Tiny models run fastest on one thread, and a 2-thread OpenMP region slows down
-    # tenfold when other processes share the cores.
-    torch.set_num_threads(1)
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 class ScoringTest(unittest.TestCase):
     @classmethod

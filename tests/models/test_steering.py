@@ -11,7 +11,7 @@ from models import layers as layers_mod
 from models.capture import capture
 from models.layers import Layer
 from models.steering import steer
-from tests.models.tiny_models import HIDDEN, N_LAYERS, all_hooks, padded_batch, tiny_model
+from tests.models.tiny_models import HIDDEN, all_hooks, padded_batch, tiny_model
 
 K = 1  # the steered layer
 LENGTHS = (7, 5, 3)

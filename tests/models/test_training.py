@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPTNeoXConfig, LlamaConfig
 
 from models.training import BOS, EOS, PAD, UNK, atomic_directory, train_tiny, train_tokenizer
+from tests.support import limit_torch_threads, restore_torch_threads
 
 PATTERN = "red green blue yellow purple"
 TEXTS = [" ".join([PATTERN] * 6)] * 4
@@ -28,17 +29,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    # Tiny models run fastest on one thread, and a 2-thread OpenMP region slows down
-    # tenfold when other processes share the cores.
-    torch.set_num_threads(1)
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 class TrainingTest(unittest.TestCase):
     def setUp(self) -> None:

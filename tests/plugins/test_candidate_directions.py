@@ -24,18 +24,10 @@ from runner.atomic import PARTIAL_SUFFIX
 from tests.plugins.directions_support import (
     HUGINN, LLAMA, WorkspaceCase, context, failing, params_for, tiny_llama,
 )
-from tests.support import REPO_ROOT, slow
+from tests.support import REPO_ROOT, limit_torch_threads, restore_torch_threads, slow
 
 OUTPUTS = [f"{DIRECTIONS}.safetensors", f"{DIRECTIONS}.json", f"{DIRECTIONS}.png"]
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    torch.set_num_threads(1)
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -21,17 +21,9 @@ from plugins.icl_strategies.data import (
 )
 from runner.context import CheckpointStore
 from tests.runner.cli import TempWorkspace, start_cli
-from tests.support import slow
+from tests.support import limit_torch_threads, restore_torch_threads, slow
 
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    torch.set_num_threads(1)
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 
 class TestPredictors(unittest.TestCase):

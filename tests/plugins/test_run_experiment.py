@@ -20,19 +20,11 @@ from plugins.run_experiment.prompts import (
 from plugins.run_experiment.stimuli import (
     DEFAULT_FILES, StimulusError, import_digit_mat_npz, load_digit_mat, load_stimuli,
 )
-from tests.support import REPO_ROOT, slow
+from tests.support import REPO_ROOT, limit_torch_threads, restore_torch_threads, slow
 
 EXAMPLE_WS = REPO_ROOT / "workspace.example"
 BPE_TOKENIZER = EXAMPLE_WS / "transformers" / "tiny-llama-3-8b"  # byte-level BPE: leading spaces live in tokens
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    torch.set_num_threads(1)
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 
 def random_model(seed: int = 0):

@@ -11,17 +11,9 @@ from plugins.common.extraction import Prompt, encode, load, reduce_batches, save
 from plugins.common.hidden_states import DATASET_FILE, HIDDEN_STATES_DIR, SIDECAR, open_hidden_states, variant
 from runner.atomic import PARTIAL_SUFFIX
 from tests.plugins.directions_support import HUGINN, LLAMA, WorkspaceCase, context, failing, params_for
-from tests.support import slow
+from tests.support import limit_torch_threads, restore_torch_threads, slow
 
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    torch.set_num_threads(1)  # tiny matmuls: threads only add contention
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 
 class Base(WorkspaceCase):

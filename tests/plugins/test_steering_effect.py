@@ -241,7 +241,7 @@ class TestPresets(unittest.TestCase):
                               defaults["direction_normalization_mode"], defaults["scale"]),
                              ([], "FEATURE_ADDITION", "post", "UNIT_VECTOR", 1.0), name)
             sub = found[name].build_subjobs(defaults)[0]
-            self.assertTrue(sub.writes[0].startswith(f"experiments/steering_effect_per_layer/{{model}}"))
+            self.assertTrue(sub.writes[0].startswith("experiments/steering_effect_per_layer/{model}"))
 
 
 if __name__ == "__main__":

@@ -27,20 +27,12 @@ from plugins.steering_per_layer.lm_eval_tasks import LOGLIK, write_local_tasks
 from runner.jobs import ParamError
 from runner.workspace import Workspace
 from tests.plugins.directions_support import context
-from tests.support import REPO_ROOT, slow
+from tests.support import REPO_ROOT, limit_torch_threads, restore_torch_threads, slow
 
 EXAMPLE = REPO_ROOT / "workspace.example"
 ICL = "tiny-icl-llama"
 DIRECTIONS = "experiments/candidate_directions/{model}/mmlu-pro-3000samples/FIRST_ANSWER_TOKEN.safetensors"
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    torch.set_num_threads(1)
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 
 def icl_task(root: Path, n: int = 24, seed: int = 0) -> None:

@@ -23,19 +23,11 @@ from plugins.task_vector_patching.tasks import (
     ALGORITHMIC, DEFAULT_FORMAT, Task, TaskError, build_prompt, check_size, filter_single_token, is_correct,
     load_pairs, load_task, sample_datasets,
 )
-from tests.support import REPO_ROOT, slow
+from tests.support import REPO_ROOT, limit_torch_threads, restore_torch_threads, slow
 
 EXAMPLE_WS = REPO_ROOT / "workspace.example"
 EXAMPLE_MODEL = EXAMPLE_WS / "transformers" / "tiny-icl-llama"
-_THREADS = torch.get_num_threads()
-
-
-def setUpModule() -> None:
-    torch.set_num_threads(1)  # tiny matmuls: threads only add contention
-
-
-def tearDownModule() -> None:
-    torch.set_num_threads(_THREADS)
+setUpModule, tearDownModule = limit_torch_threads, restore_torch_threads
 
 
 def tiny_random_model():
