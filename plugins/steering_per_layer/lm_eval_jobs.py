@@ -58,6 +58,7 @@ def tag(params: dict[str, Any]) -> str:
     parts = [f"shots={'default' if shots is None else shots}",
              f"limit={params['limit']:g}" if params.get("limit") is not None else "",
              f"steps={params['num_steps']}" if params.get("num_steps") is not None else "",
+             f"max_gen_toks={params['max_gen_toks']}" if params.get("max_gen_toks") else "",
              f"dtype={params['dtype']}" if params.get("dtype", "auto") != "auto" else "",
              f"seed={params['seed']}" if params.get("seed") else "",
              "data=" + stable_hash([params.get("dataset_paths") or {}, params.get("task_paths") or []], 8)
@@ -108,6 +109,8 @@ def lm_eval_job(name: str, description: str, model: str = HUGINN, tasks: tuple[s
                            type=int),
         "dtype": Param("auto", "model dtype", choices=("auto", "float32", "bfloat16", "float16")),
         "seed": Param(0, "lm-eval's random, numpy, torch and few-shot seeds (Huginn's initial state too)"),
+        "max_gen_toks": Param(None, "generation tasks (mmlu_pro): cap on new tokens per answer, overriding the "
+                              "task's own (2,048 for mmlu_pro, which needs a context longer than that)", type=int),
         "bootstrap_iters": Param(1000, "lm-eval bootstrap resamples for the stderr of non-mean metrics"),
         "log_samples": Param(False, "also write every scored request to samples.jsonl"),
         "task_paths": Param([], "extra folders of lm-eval task YAMLs (workspace-relative or absolute)", type=list),

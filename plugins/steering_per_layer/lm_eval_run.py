@@ -118,12 +118,13 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: list[str], manager: Any, p: M
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(p["batch_size"]))
     seed = int(p.get("seed", 0))
+    gen_kwargs = {"max_gen_toks": int(p["max_gen_toks"])} if p.get("max_gen_toks") else None
     with steering if steering is not None else contextlib.nullcontext():
         results = simple_evaluate(
             model=lm, tasks=list(tasks), task_manager=manager, num_fewshot=p.get("num_fewshot"),
             limit=resolve_limit(p.get("limit")), bootstrap_iters=int(p["bootstrap_iters"]),
             log_samples=bool(p.get("log_samples")), use_cache=cache, random_seed=seed, numpy_random_seed=seed,
-            torch_random_seed=seed, fewshot_random_seed=seed)
+            torch_random_seed=seed, fewshot_random_seed=seed, gen_kwargs=gen_kwargs)
     if results is None:
         raise RuntimeError("lm_eval.simple_evaluate returned no results")
     return results

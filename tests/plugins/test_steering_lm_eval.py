@@ -474,6 +474,22 @@ class TestSubJob(unittest.TestCase):
 
 
 @slow
+class TestGenerationTask(unittest.TestCase):
+    def test_mmlu_pro_generates_under_steering_with_a_capped_answer_length(self):
+        from plugins.steering_per_layer import lm_eval_run
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ws = workspace(Path(tmp) / "ws")
+            ctx = sub_context(ws, tasks=["mmlu_pro"], task_paths=[], limit=1.0, num_fewshot=0, max_gen_toks=4,
+                              with_intervention=True, token_modification_mode="LAST_TOKEN", layer_indices=[1])
+            lm_eval_run.evaluate_lm_eval(ctx)
+            results = json.loads(ctx.writes[0].read_text())
+            self.assertIn("exact_match,custom-extract", results["results"]["mmlu_pro"])
+            config = results["configs"]["mmlu_pro_math"]
+            self.assertEqual(config["output_type"], "generate_until")
+            self.assertEqual(config["generation_kwargs"]["max_gen_toks"], 4)
+
+
 class TestExampleWorkspace(unittest.TestCase):
     def test_the_readme_command_runs_on_a_copy_of_the_example(self):
         import subprocess
