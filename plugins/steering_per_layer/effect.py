@@ -42,7 +42,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
 from plugins.steering_per_layer.evaluate import (
-    SUBSETS, answer_contexts, answer_logprobs, bootstrap_diff, build_items, letter_ids, option_predictions, table_text,
+    SUBSETS, answer_contexts, answer_logprobs, bootstrap_diff, build_items, letter_ids, option_predictions,
 )
 from plugins.steering_per_layer.interventions import (
     MODIFICATION_MODES, TOKEN_MODES, Intervention, InterventionError, model_config, num_layers, preflight,
@@ -389,6 +389,7 @@ def analyze_steering_effect(ctx: Any) -> None:
     from models.layers import get_layers
     from models.loading import limit_threads_for_tiny_model
     from plugins.common.extraction import load
+    from plugins.common.tables import rows_table
     from runner.atomic import write_csv, write_json, write_text
 
     p = ctx.params
@@ -456,7 +457,7 @@ def analyze_steering_effect(ctx: Any) -> None:
              f"spearman(|first-order|, KL) = {_fmt(a['spearman_abs_first_order_vs_kl'])}; top layer by KL "
              f"{a['top_layer_kl']}, by |Δlogp| {a['top_layer_abs_delta_logprob']}, by |first-order| "
              f"{a['top_layer_abs_first_order']}" for subset, a in ranks.items()]
-    table = table_text(shown, f"steering effect per layer: {p['model']}, {described}", ".4g")
+    table = rows_table(shown, f"steering effect per layer: {p['model']}, {described}", ".4g")
     text = table + "\n".join(lines) + "\n"
     write_text(ctx.writes[2], text)
     plot(ctx.writes[3], rows, f"{p['model']} / {p['dataset']}: {described}")

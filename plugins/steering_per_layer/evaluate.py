@@ -12,7 +12,6 @@ answers count as wrong and are counted and shown.
 
 from __future__ import annotations
 
-import io
 import random
 from typing import Any, Sequence
 
@@ -133,25 +132,10 @@ def summarize(items: Sequence[Any], runs: dict[str, list[dict[str, Any]]], iters
     return rows
 
 
-def table_text(rows: list[dict[str, Any]], title: str, number: str = ".3f") -> str:
-    """``rows`` as a rich table (floats formatted with ``number``), rendered to text."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    columns = list(rows[0])
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[format(v, number) if isinstance(v, float) else str(v) for v in row.values()])
-    console = Console(file=io.StringIO(), width=160)
-    console.print(table)
-    return console.file.getvalue()
-
-
 def evaluate_accuracy(ctx: Any) -> None:
     from models.loading import limit_threads_for_tiny_model
     from plugins.common.extraction import load
+    from plugins.common.tables import rows_table
     from runner.atomic import write_csv, write_json, write_text
 
     p = ctx.params
@@ -188,6 +172,6 @@ def evaluate_accuracy(ctx: Any) -> None:
               "intervention": intervention.describe() if intervention else None, "subsets": rows, "items": per_item}
     write_json(ctx.writes[0], result)
     write_csv(ctx.writes[1], rows)
-    table = table_text(rows, f"accuracy {p['model']} ({p['method']})")
+    table = rows_table(rows, f"accuracy {p['model']} ({p['method']})")
     write_text(ctx.writes[2], table)
     ctx.logger.info("\n%s", table)
