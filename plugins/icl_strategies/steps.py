@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from plugins.icl_strategies import layout
 from plugins.icl_strategies.data import TaskSet, eval_tasks, rng, sample_batch, train_tasks
-from runner.atomic import atomic_path, write_json, write_text
+from runner.atomic import atomic_path, write_csv, write_json
 from runner.context import SubJobContext
+
+#: per-cell columns of cells.csv beside num_tasks and step
+CELL_COLUMNS = ["r_obs_id", "r_pred_id", "r_obs_ood", "r_pred_ood", "w_pred", "log_odds", "train"]
 
 
 def make_data(ctx: SubJobContext) -> None:
@@ -114,20 +114,15 @@ def analyse(ctx: SubJobContext) -> None:
     plots.relative_distance(summary, cells, out / "relative_distance.png")
     plots.posterior_odds(summary, cells, out / "posterior_odds.png")
     plots.transition_time(summary, out / "transition_time.png")
-    write_text(out / "cells.csv", _cells_csv(summary, cells))
+    write_csv(out / "cells.csv", _cells_rows(summary, cells))
     write_json(out / "fit.json", summary)
     _print_summary(summary, cells)
 
 
-def _cells_csv(summary: dict[str, Any], cells: dict[str, np.ndarray]) -> str:
-    keys = ["r_obs_id", "r_pred_id", "r_obs_ood", "r_pred_ood", "w_pred", "log_odds", "train"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["num_tasks", "step", *keys])
-    for i, n in enumerate(summary["num_tasks"]):
-        for j, step in enumerate(summary["steps"]):
-            writer.writerow([n, step, *(f"{float(cells[k][i, j]):.6g}" for k in keys)])
-    return buffer.getvalue()
+def _cells_rows(summary: dict[str, Any], cells: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One row per (N, step) cell of the fitted grid."""
+    return [{"num_tasks": n, "step": step, **{k: f"{float(cells[k][i, j]):.6g}" for k in CELL_COLUMNS}}
+            for i, n in enumerate(summary["num_tasks"]) for j, step in enumerate(summary["steps"])]
 
 
 def _print_summary(summary: dict[str, Any], cells: dict[str, np.ndarray]) -> None:
