@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from plugins.task_vector_patching.tasks import (  # noqa: E402
-    ALGORITHMIC, EXTRA_LETTER_TASKS, build_prompt, load_task,
+    ALGORITHMIC, build_prompt, load_task,
 )
 
 TRAIN_TASKS = ALGORITHMIC + ["copy_letter"]
