@@ -34,28 +34,11 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def print_table(title: str, rows: Sequence[dict[str, Any]], key: str = "labelling") -> None:
-    """A rich table of the rows (accuracies as ``acc [lo, hi] n=``)."""
-    from rich.console import Console
-    from rich.table import Table
+def print_table(title: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Print the rows as a rich table (accuracies as ``acc [lo, hi] n=``)."""
+    from plugins.common.tables import rows_table
 
-    columns = [c for c in rows[0] if c != key] if rows else []
-    table = Table(title=title)
-    table.add_column(key)
-    for column in columns:
-        table.add_column(column.replace("_", " "))
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            if isinstance(value, dict):
-                cells.append(fmt(value))
-            elif isinstance(value, float):
-                cells.append(f"{value:.3f}")
-            else:
-                cells.append("-" if value is None else str(value))
-        table.add_row(str(row[key]), *cells)
-    Console(width=140).print(table)
+    print(rows_table(rows, title, width=140, cell=lambda v: fmt(v) if isinstance(v, dict) else None), end="")
 
 
 def _plt():

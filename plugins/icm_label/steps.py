@@ -216,5 +216,4 @@ def evaluate(ctx: Any) -> None:
     write_json(ctx.writes[0], result)
     write_csv(ctx.writes[1], [tables.flat(r) for r in rows], tables.DOWNSTREAM_COLUMNS)
     tables.plot_downstream(rows, Path(ctx.writes[2]), title=f"{bed.name}: many-shot accuracy ({p['model']})")
-    tables.print_table(f"Many-shot accuracy on {len(held_out)} held-out claims: {bed.name}, {p['model']}", rows,
-                       key="condition")
+    tables.print_table(f"Many-shot accuracy on {len(held_out)} held-out claims: {bed.name}, {p['model']}", rows)

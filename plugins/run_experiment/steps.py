@@ -108,25 +108,17 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def print_table(summaries: Sequence[dict[str, Any]], title: str) -> None:
-    """A rich table: one row per result set, one column per measure of its task."""
-    from rich.console import Console
-    from rich.table import Table
+    """A rich table per task: one row per result set, one column per measure of the task."""
+    from plugins.common.tables import rows_table
 
     by_task: dict[str, list[dict[str, Any]]] = {}
     for summary in summaries:
         by_task.setdefault(summary["task"], []).append(summary)
-    console = Console(width=max(160, Console().width))
     for task, group in by_task.items():
-        table = Table(title=title if len(by_task) == 1 else f"{title} — {task}")
-        for name in ("model", "revision", "condition", "n"):
-            table.add_column(name)
-        names = [m.name for m in MEASURES[task]]
-        for name in names:
-            table.add_column(name, justify="right")
-        for summary in group:
-            table.add_row(summary["model"], summary["revision"], summary.get("condition") or "",
-                          str(summary["n_items"]), *[fmt(summary["measures"].get(n, {})) for n in names])
-        console.print(table)
+        rows = [{"model": s["model"], "revision": s["revision"], "condition": s.get("condition") or "",
+                 "n": s["n_items"], **{m.name: fmt(s["measures"].get(m.name, {})) for m in MEASURES[task]}}
+                for s in group]
+        print(rows_table(rows, title if len(by_task) == 1 else f"{title} — {task}"), end="")
 
 
 # --------------------------------------------------------------------------- grid report

@@ -277,15 +277,10 @@ MAIN_COLUMNS = ["task", "family", "baseline_acc", "baseline_lo", "baseline_hi", 
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """Print rows of ready-formatted cells under ``columns`` as a rich table."""
+    from plugins.common.tables import rows_table
 
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*r)
-    Console(width=160).print(table)
+    print(rows_table([dict(zip(columns, r)) for r in rows], title), end="")
 
 
 def report(ctx) -> None:
