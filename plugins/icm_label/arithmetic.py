@@ -2,14 +2,21 @@
 
 Used by scripts/make_icm_example.py (the example model and data sets) and
 by the tests. Facts are ``a + b = c`` for single-digit ``a``, ``b``; the
-pretraining text states them in several phrasings and never labels a
-claim: the words ``True`` and ``False`` never occur in it.
+pretraining text states them in several phrasings and never labels a sum.
+
+A model needs to know what the label words mean before ICM can elicit
+anything, so the second half of this module makes the rest of the
+pretraining text: facts of *other* relations (differences, max/min,
+successor/predecessor, doubling, and 40 arbitrary lookup functions
+``f7(3) = 8.``) and many-shot runs of *labelled* claims about some of them
+in ICM's own prompt layout. Sums, ``min`` and 8 of the functions are never
+labelled: they measure whether a labelling learned elsewhere transfers.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Sequence
 
 DIGITS = range(10)
 
@@ -55,3 +62,101 @@ def split_questions(rng: random.Random, n_train: int, n_test: int) -> tuple[list
     pairs = [(a, b) for a in DIGITS for b in DIGITS]
     rng.shuffle(pairs)
     return pairs[:n_train], pairs[n_train:n_train + n_test]
+
+
+# --------------------------------------------------------------------------- other relations, labelled elsewhere
+
+CLAIM_TEMPLATE = "Question: {question}\nClaim: {choice}\nI think this claim is "  # the gsm8k testbed's prompt
+RELATIONS = ("difference", "max", "next", "prev", "double", "min")
+N_FUNCTIONS, HELD_OUT_FUNCTIONS = 40, 8
+
+
+def _function_tables(seed: int = 7) -> dict[str, list[int]]:
+    """``f0`` ... ``f39``: arbitrary lookup tables digit -> digit (fixed by ``seed``)."""
+    rng = random.Random(seed)
+    return {f"f{k}": [rng.randrange(10) for _ in DIGITS] for k in range(N_FUNCTIONS)}
+
+
+FUNCTION_TABLES = _function_tables()
+FUNCTIONS = tuple(FUNCTION_TABLES)
+LABELLED_KINDS = ("difference", "max", "next", "prev", "double") + FUNCTIONS[HELD_OUT_FUNCTIONS:]
+UNLABELLED_KINDS = ("min",) + FUNCTIONS[:HELD_OUT_FUNCTIONS]  # facts only, like the sums
+
+
+def relation_question(rng: random.Random, kind: str) -> tuple[str, int, int, int]:
+    """One question of a non-sum relation or function: ``(expression, right value, confusable value, top)``."""
+    if kind in FUNCTION_TABLES:
+        x = rng.randrange(10)
+        y = FUNCTION_TABLES[kind][x]
+        return f"{kind}({x})", y, (y + 5) % 10, 9
+    if kind == "difference":
+        a, b = rng.randrange(10), rng.randrange(10)
+        return f"{a + b} - {b}", a, a + 2 * b, 18
+    if kind in ("max", "min"):
+        a, b = rng.sample(range(10), 2)
+        lo, hi = sorted((a, b))
+        return (f"{kind}({a}, {b})", *((hi, lo) if kind == "max" else (lo, hi)), 9)
+    if kind == "next":
+        a = rng.randrange(0, 18)
+        return f"next({a})", a + 1, a - 1 if a else a + 2, 18
+    if kind == "prev":
+        a = rng.randrange(1, 19)
+        return f"prev({a})", a - 1, a + 1, 18
+    if kind == "double":
+        a = rng.randrange(10)
+        return f"2 * {a}", 2 * a, a + 2, 18
+    raise ValueError(f"unknown relation {kind!r}")
+
+
+def near_miss(rng: random.Random, right: int, confusable: int, top: int) -> int:
+    """A wrong value in ``0..top``: off by one or two, or the confusable one."""
+    options = {right - 2, right - 1, right + 1, right + 2, confusable} - {right}
+    return rng.choice(sorted(v for v in options if 0 <= v <= top))
+
+
+def relation_fact_texts(rng: random.Random, kinds: Sequence[str], n_texts: int) -> list[str]:
+    """``n_texts`` texts of four true facts each, of relations drawn from ``kinds``, in three phrasings."""
+    out = []
+    for _ in range(n_texts):
+        lines = []
+        for _ in range(4):
+            expr, right, _, _ = relation_question(rng, rng.choice(kinds))
+            lines.append(rng.choice([f"{expr} = {right}.", f"Question: What is {expr}?\nClaim: {expr} = {right}.",
+                                     f"What is {expr}? It is {right}."]))
+        out.append("\n".join(lines))
+    return out
+
+
+def labelled_claim_texts(rng: random.Random, n_texts: int, kinds: Sequence[str], max_claims: int = 24) -> list[str]:
+    """Many-shot runs of labelled claims (``{prompt}True\n\n``, ICM's demonstration layout) about ``kinds``.
+
+    Each run holds 1 to ``max_claims`` claims, true with p = 1/2, a false one differing only in its final
+    value; 30% of runs keep one relation; half the runs give each question 4 candidate claims in a row
+    (like the example's consistency groups).
+    """
+    out = []
+    for _ in range(n_texts):
+        n = rng.randint(1, max_claims)
+        one_kind = rng.choice(kinds) if rng.random() < 0.3 else None
+        per_question = 4 if rng.random() < 0.5 else 1
+        parts: list[str] = []
+        while len(parts) < n:
+            expr, right, confusable, top = relation_question(rng, one_kind or rng.choice(kinds))
+            for _ in range(per_question):
+                label = rng.random() < 0.5
+                value = right if label else near_miss(rng, right, confusable, top)
+                parts.append(CLAIM_TEMPLATE.format(question=f"What is {expr}?", choice=f"{expr} = {value}.")
+                             + ("True" if label else "False"))
+        out.append("\n\n".join(parts[:n]) + "\n\n")
+    return out
+
+
+def labelled_relations_corpus(rng: random.Random, fact_passes: int = 12, n_fact_texts: int = 9000,
+                              n_labelled_texts: int = 6000) -> list[str]:
+    """The pretraining text of the example model: true sums, facts of every other relation, and labelled
+    claims of the ``LABELLED_KINDS`` only, shuffled. No sum is ever labelled (asserted)."""
+    texts = (fact_texts(rng, passes=fact_passes) + relation_fact_texts(rng, RELATIONS + FUNCTIONS, n_fact_texts)
+             + labelled_claim_texts(rng, n_labelled_texts, LABELLED_KINDS))
+    assert not any("+" in t and ("True" in t or "False" in t) for t in texts), "a sum must never be labelled"
+    rng.shuffle(texts)
+    return texts

@@ -399,6 +399,49 @@ class TestLocalBackend(unittest.TestCase):
         self.assertLess(out[True][3] * 3, out[False][3])
 
 
+class TestExampleCorpus(unittest.TestCase):
+    """The example model's pretraining text labels other relations, never a sum or a held-out relation."""
+
+    def test_only_the_labelled_kinds_are_ever_labelled_and_every_fact_is_true(self):
+        import re
+
+        from plugins.icm_label.arithmetic import (FUNCTION_TABLES, UNLABELLED_KINDS, labelled_claim_texts,
+                                                  relation_fact_texts)
+
+        rng = random.Random(3)
+        labelled = "".join(labelled_claim_texts(rng, 300, ["max", "f9", "difference"]))
+        claims = re.findall(r"Claim: (.+) = (\d+)\.\nI think this claim is (True|False)", labelled)
+        self.assertGreater(len(claims), 1000)
+        self.assertEqual({"-" if " - " in expr else expr.split("(")[0] for expr, _, _ in claims}, {"max", "f9", "-"})
+        for expr, value, word in claims:
+            if expr.startswith("f9("):
+                right = FUNCTION_TABLES["f9"][int(expr[3])]
+            elif expr.startswith("max("):
+                right = max(int(d) for d in re.findall(r"\d", expr))
+            else:
+                a, b = (int(x) for x in expr.split(" - "))
+                right = a - b
+            self.assertEqual(word == "True", int(value) == right, (expr, value, word))
+        facts = "\n".join(relation_fact_texts(rng, ["f9", "min"], 200))
+        for expr, value in re.findall(r"(f9\(\d\)|min\(\d, \d\)) = (\d+)\.", facts):
+            nums = [int(d) for d in re.findall(r"\d", expr[2:] if expr.startswith("f9") else expr)]
+            right = FUNCTION_TABLES["f9"][nums[0]] if expr.startswith("f9") else min(nums)
+            self.assertEqual(int(value), right, expr)
+        self.assertNotIn("True", facts)
+
+    def test_the_example_corpus_never_labels_a_sum_or_a_held_out_relation(self):
+        import re
+
+        from plugins.icm_label.arithmetic import UNLABELLED_KINDS, labelled_relations_corpus
+
+        text = "\n".join(labelled_relations_corpus(random.Random(0)))
+        labelled = re.findall(r"Claim: (.+) = \d+\.\nI think this claim is (?:True|False)", text)
+        self.assertGreater(len(labelled), 50000)
+        self.assertFalse([e for e in labelled if " + " in e or e.split("(")[0] in UNLABELLED_KINDS])
+        for kind in ("+", "min(", "f0("):  # ... but their true facts are there
+            self.assertIn(kind, text)
+
+
 @unittest.skipUnless(EXAMPLE_MODEL.exists(), "the example model is not in workspace.example")
 class TestExampleJob(unittest.TestCase):
     @slow
