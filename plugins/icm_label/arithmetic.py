@@ -127,17 +127,18 @@ def relation_fact_texts(rng: random.Random, kinds: Sequence[str], n_texts: int) 
     return out
 
 
-def labelled_claim_texts(rng: random.Random, n_texts: int, kinds: Sequence[str], max_claims: int = 24) -> list[str]:
+def labelled_claim_texts(rng: random.Random, n_texts: int, kinds: Sequence[str], max_claims: int = 24,
+                         one_kind_share: float = 0.3) -> list[str]:
     """Many-shot runs of labelled claims (``{prompt}True\n\n``, ICM's demonstration layout) about ``kinds``.
 
     Each run holds 1 to ``max_claims`` claims, true with p = 1/2, a false one differing only in its final
-    value; 30% of runs keep one relation; half the runs give each question 4 candidate claims in a row
-    (like the example's consistency groups).
+    value; a share ``one_kind_share`` of runs keeps one relation; half the runs give each question 4
+    candidate claims in a row (like the example's consistency groups).
     """
     out = []
     for _ in range(n_texts):
         n = rng.randint(1, max_claims)
-        one_kind = rng.choice(kinds) if rng.random() < 0.3 else None
+        one_kind = rng.choice(kinds) if rng.random() < one_kind_share else None
         per_question = 4 if rng.random() < 0.5 else 1
         parts: list[str] = []
         while len(parts) < n:
@@ -151,12 +152,23 @@ def labelled_claim_texts(rng: random.Random, n_texts: int, kinds: Sequence[str],
     return out
 
 
-def labelled_relations_corpus(rng: random.Random, fact_passes: int = 12, n_fact_texts: int = 9000,
+# Two pretraining recipes tried for the example model (docs/plugins/icm_label.md, "(b)"): labelled claims of
+# five structured relations, or of those plus 32 lookup functions (facts of 40).
+CORPUS_RECIPES: dict[str, dict[str, Any]] = {
+    "relations": {"labelled_kinds": LABELLED_KINDS[:5], "fact_kinds": RELATIONS, "n_fact_texts": 3000,
+                  "one_kind_share": 0.5},
+    "functions": {"labelled_kinds": LABELLED_KINDS, "fact_kinds": RELATIONS + FUNCTIONS, "n_fact_texts": 9000,
+                  "one_kind_share": 0.3},
+}
+
+
+def labelled_relations_corpus(rng: random.Random, recipe: str = "functions", fact_passes: int = 12,
                               n_labelled_texts: int = 6000) -> list[str]:
-    """The pretraining text of the example model: true sums, facts of every other relation, and labelled
-    claims of the ``LABELLED_KINDS`` only, shuffled. No sum is ever labelled (asserted)."""
-    texts = (fact_texts(rng, passes=fact_passes) + relation_fact_texts(rng, RELATIONS + FUNCTIONS, n_fact_texts)
-             + labelled_claim_texts(rng, n_labelled_texts, LABELLED_KINDS))
+    """Pretraining text for an example model: true sums, true facts of other relations, and labelled claims
+    of the recipe's ``labelled_kinds`` only, shuffled. No sum is ever labelled (asserted)."""
+    r = CORPUS_RECIPES[recipe]
+    texts = (fact_texts(rng, passes=fact_passes) + relation_fact_texts(rng, r["fact_kinds"], r["n_fact_texts"])
+             + labelled_claim_texts(rng, n_labelled_texts, r["labelled_kinds"], one_kind_share=r["one_kind_share"]))
     assert not any("+" in t and ("True" in t or "False" in t) for t in texts), "a sum must never be labelled"
     rng.shuffle(texts)
     return texts
