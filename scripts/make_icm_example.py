@@ -52,7 +52,7 @@ def make_data() -> None:
 
 
 def train(out: Path, texts: list[str], *, hidden: int, layers: int, steps: int, seq_len: int, batch_size: int,
-          warmup_steps: int) -> None:
+          warmup_steps: int, log_every: int = 50) -> None:
     """A Llama-style model with a byte-level BPE tokenizer, both trained on ``texts`` (1 thread)."""
     import torch
     from transformers import LlamaConfig
@@ -65,7 +65,7 @@ def train(out: Path, texts: list[str], *, hidden: int, layers: int, steps: int, 
                          max_position_embeddings=2048, tie_word_embeddings=True)
     torch.set_num_threads(1)
     train_tiny(config, texts, steps=steps, seed=SEED, out_dir=out, tokenizer=tokenizer, lr=3e-3,
-               batch_size=batch_size, seq_len=seq_len, warmup_steps=warmup_steps, num_threads=1, log_every=50,
+               batch_size=batch_size, seq_len=seq_len, warmup_steps=warmup_steps, num_threads=1, log_every=log_every,
                overwrite=True)
     log = json.loads((out / "training_log.json").read_text())
     print(f"{out}: {len(texts)} texts, {steps} steps, {log['seconds']:.0f}s, "
@@ -77,7 +77,7 @@ def make_model(recipe: str, hidden: int, layers: int, steps: int | None) -> None
         texts = fact_texts(random.Random(SEED))
         assert not any("True" in t or "False" in t for t in texts), "the pretraining text must never label a claim"
         train(MODELS / "tiny-icm-arith", texts, hidden=hidden, layers=layers, steps=steps or 600, seq_len=128,
-              batch_size=16, warmup_steps=30)
+              batch_size=16, warmup_steps=30, log_every=25)  # as committed
         return
     texts = labelled_relations_corpus(random.Random(SEED), recipe)
     train(MODELS / f"tiny-icm-arith-{recipe}-{hidden}x{layers}", texts, hidden=hidden, layers=layers,
