@@ -152,7 +152,7 @@ def labelled_claim_texts(rng: random.Random, n_texts: int, kinds: Sequence[str],
     return out
 
 
-# Two pretraining recipes tried for the example model (docs/plugins/icm_label.md, "(b)"): labelled claims of
+# Two pretraining recipes tried for the example model (docs/plugins/icm_label.md, "(c)"): labelled claims of
 # five structured relations, or of those plus 32 lookup functions (facts of 40).
 CORPUS_RECIPES: dict[str, dict[str, Any]] = {
     "relations": {"labelled_kinds": LABELLED_KINDS[:5], "fact_kinds": RELATIONS, "n_fact_texts": 3000,
