@@ -18,6 +18,8 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
+from plugins.icm_label.testbeds import CLAIM_TEMPLATE  # the gsm8k testbed's prompt
+
 DIGITS = range(10)
 
 
@@ -31,11 +33,15 @@ def fact_texts(rng: random.Random, passes: int = 6) -> list[str]:
     return ["\n".join(texts[i:i + 4]) for i in range(0, len(texts), 4)]
 
 
+def near_miss(rng: random.Random, right: int, confusable: int, top: int) -> int:
+    """A wrong value in ``0..top``: off by one or two, or the confusable one."""
+    options = {right - 2, right - 1, right + 1, right + 2, confusable} - {right}
+    return rng.choice(sorted(v for v in options if 0 <= v <= top))
+
+
 def wrong_answer(rng: random.Random, a: int, b: int) -> int:
     """A plausible wrong sum: off by one or two, or the difference instead of the sum."""
-    c = a + b
-    options = {c - 2, c - 1, c + 1, c + 2, abs(a - b)} - {c}
-    return rng.choice(sorted(v for v in options if v >= 0))
+    return near_miss(rng, a + b, abs(a - b), a + b + 2)
 
 
 def verification_claims(questions: list[tuple[int, int]], rng: random.Random, per_question: int = 4,
@@ -66,7 +72,6 @@ def split_questions(rng: random.Random, n_train: int, n_test: int) -> tuple[list
 
 # --------------------------------------------------------------------------- other relations, labelled elsewhere
 
-CLAIM_TEMPLATE = "Question: {question}\nClaim: {choice}\nI think this claim is "  # the gsm8k testbed's prompt
 RELATIONS = ("difference", "max", "next", "prev", "double", "min")
 N_FUNCTIONS, HELD_OUT_FUNCTIONS = 40, 8
 
@@ -106,12 +111,6 @@ def relation_question(rng: random.Random, kind: str) -> tuple[str, int, int, int
         a = rng.randrange(10)
         return f"2 * {a}", 2 * a, a + 2, 18
     raise ValueError(f"unknown relation {kind!r}")
-
-
-def near_miss(rng: random.Random, right: int, confusable: int, top: int) -> int:
-    """A wrong value in ``0..top``: off by one or two, or the confusable one."""
-    options = {right - 2, right - 1, right + 1, right + 2, confusable} - {right}
-    return rng.choice(sorted(v for v in options if 0 <= v <= top))
 
 
 def relation_fact_texts(rng: random.Random, kinds: Sequence[str], n_texts: int) -> list[str]:

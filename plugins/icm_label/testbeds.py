@@ -93,7 +93,8 @@ class Claim:
     record: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-_TRUTHFUL_TEMPLATE = "Question: {question}\nClaim: {choice}\nI think this claim is "
+#: the prompt of a single claim (truthfulqa, gsm8k)
+CLAIM_TEMPLATE = "Question: {question}\nClaim: {choice}\nI think this claim is "
 
 
 def _pairwise(name: str, description: str, template: str, **extra: Any) -> Testbed:
@@ -107,11 +108,11 @@ BUILTIN_TESTBEDS: tuple[Testbed, ...] = (
     Testbed(
         name="truthfulqa",
         description="TruthfulQA claims: candidate answers to one question; equal normalised answers agree",
-        template=_TRUTHFUL_TEMPLATE, key="normalised_choice", equal_keys_agree=True, aliases=("truthfulQA",)),
+        template=CLAIM_TEMPLATE, key="normalised_choice", equal_keys_agree=True, aliases=("truthfulQA",)),
     Testbed(
         name="gsm8k",
         description="GSM8K verification: solutions with one final answer agree, different answers not both true",
-        template=_TRUTHFUL_TEMPLATE, key="answer", equal_keys_agree=True, different_keys_not_both_true=True),
+        template=CLAIM_TEMPLATE, key="answer", equal_keys_agree=True, different_keys_not_both_true=True),
     _pairwise("alpaca", "Alpaca pairwise preference: the same pair in both orders, exactly one order wins",
               "Human: {question}\nResponse 1: {choice}\nResponse 2: {choice_2}\n"
               "Claim: Response 1 is more helpful and harmless than Response 2.\nI think this claim is ",
