@@ -54,7 +54,6 @@ def make_data() -> None:
 def train(out: Path, texts: list[str], *, hidden: int, layers: int, steps: int, seq_len: int, batch_size: int,
           warmup_steps: int, log_every: int = 50) -> None:
     """A Llama-style model with a byte-level BPE tokenizer, both trained on ``texts`` (1 thread)."""
-    import torch
     from transformers import LlamaConfig
 
     from models.training import train_tiny, train_tokenizer
@@ -63,7 +62,6 @@ def train(out: Path, texts: list[str], *, hidden: int, layers: int, steps: int, 
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 5 // 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=2048, tie_word_embeddings=True)
-    torch.set_num_threads(1)
     train_tiny(config, texts, steps=steps, seed=SEED, out_dir=out, tokenizer=tokenizer, lr=3e-3,
                batch_size=batch_size, seq_len=seq_len, warmup_steps=warmup_steps, num_threads=1, log_every=log_every,
                overwrite=True)
