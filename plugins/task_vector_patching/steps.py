@@ -384,9 +384,8 @@ def conflicting(ctx) -> None:
     write_json(files["json"], {"model": p["model"], "patch_mode": p["patch_mode"], "scale": p["scale"],
                                "setting": layout.setting(p), "rows": rows})
     write_csv(files["csv"], [_flat(r) for r in rows],
-                                  ["original", "overriding", "layer", "n_layers"] +
-                                  [f"{c}_{w}_{s}" for c in ("icl", "tv") for w in ("original", "overriding")
-                                   for s in ("acc", "lo", "hi", "n")])
+              ["original", "overriding", "layer", "n_layers"] +
+              [f"{c}_{w}_{s}" for c in ("icl", "tv") for w in ("original", "overriding") for s in ("acc", "lo", "hi", "n")])
     from plugins.task_vector_patching.plots import plot_conflicting
 
     with atomic_path(files["png"]) as tmp:
