@@ -4,6 +4,7 @@
     python scripts/make_icm_example.py --data-only               # only the data files
     nice -n 10 python scripts/make_icm_example.py --recipe relations --hidden 128 --layers 4   # ~30 CPU-minutes
     nice -n 10 python scripts/make_icm_example.py --recipe functions --hidden 96 --layers 6    # (not committed)
+    nice -n 10 python scripts/make_icm_example.py --recipe lookup --steps 9000               # ~100 CPU-minutes
 
 Writes (committed; CI never reruns this):
 
@@ -17,7 +18,7 @@ Writes (committed; CI never reruns this):
 The other recipes (``plugins.icm_label.arithmetic.CORPUS_RECIPES``) add facts of other relations
 and many-shot *labelled* claims of some of them in ICM's prompt layout, so that a model learns
 what ``True``/``False`` mean — never about a sum; they write ``tiny-icm-arith-<recipe>-<hidden>x<layers>``
-(512-token windows, batch 8, 3000 steps). What each gave is in docs/plugins/icm_label.md.
+(512-token windows, batch 8, 3000 steps unless ``--steps``). What each gave is in docs/plugins/icm_label.md.
 Seed, steps and losses go to each model's ``training_log.json``.
 """
 

@@ -405,8 +405,7 @@ class TestExampleCorpus(unittest.TestCase):
     def test_only_the_labelled_kinds_are_ever_labelled_and_every_fact_is_true(self):
         import re
 
-        from plugins.icm_label.arithmetic import (FUNCTION_TABLES, UNLABELLED_KINDS, labelled_claim_texts,
-                                                  relation_fact_texts)
+        from plugins.icm_label.arithmetic import FUNCTION_TABLES, labelled_claim_texts, relation_fact_texts
 
         rng = random.Random(3)
         labelled = "".join(labelled_claim_texts(rng, 300, ["max", "f9", "difference"]))
@@ -432,14 +431,17 @@ class TestExampleCorpus(unittest.TestCase):
     def test_the_example_corpus_never_labels_a_sum_or_a_held_out_relation(self):
         import re
 
-        from plugins.icm_label.arithmetic import UNLABELLED_KINDS, labelled_relations_corpus
+        from plugins.icm_label.arithmetic import CORPUS_RECIPES, UNLABELLED_KINDS, labelled_relations_corpus
 
-        text = "\n".join(labelled_relations_corpus(random.Random(0)))
-        labelled = re.findall(r"Claim: (.+) = \d+\.\nI think this claim is (?:True|False)", text)
-        self.assertGreater(len(labelled), 50000)
-        self.assertFalse([e for e in labelled if " + " in e or e.split("(")[0] in UNLABELLED_KINDS])
-        for kind in ("+", "min(", "f0("):  # ... but their true facts are there
-            self.assertIn(kind, text)
+        for recipe in CORPUS_RECIPES:
+            with self.subTest(recipe=recipe):
+                text = "\n".join(labelled_relations_corpus(random.Random(0), recipe))
+                labelled = re.findall(r"Claim: (.+) = \d+\.\nI think this claim is (?:True|False)", text)
+                self.assertGreater(len(labelled), 50000)
+                self.assertFalse([e for e in labelled if " + " in e or e.split("(")[0] in UNLABELLED_KINDS])
+                held_out = [f"{k}(" for k in UNLABELLED_KINDS if k in CORPUS_RECIPES[recipe]["fact_kinds"]]
+                for kind in [" + ", *held_out]:
+                    self.assertIn(kind, text)  # ... but their true facts are there
 
 
 @unittest.skipUnless(EXAMPLE_MODEL.exists(), "the example model is not in workspace.example")
