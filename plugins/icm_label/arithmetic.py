@@ -39,36 +39,28 @@ def near_miss(rng: random.Random, right: int, confusable: int, top: int) -> int:
     return rng.choice(sorted(v for v in options if 0 <= v <= top))
 
 
-def sum_question(a: int, b: int) -> tuple[str, int, int, int]:
-    """``(expression, right value, confusable value, top)`` of ``a + b``: the difference is the confusable wrong sum."""
-    return f"{a} + {b}", a + b, abs(a - b), a + b + 2
-
-
-def candidate_claims(questions: Sequence[tuple[str, int, int, int]], rng: random.Random, per_question: int = 4,
-                     start_id: int = 0) -> list[dict[str, Any]]:
-    """GSM8K-verification-style claims: ``per_question`` candidate solutions per question.
-
-    ``questions`` are ``(expression, right value, confusable value, top)``
-    (``sum_question``, ``relation_question``). Each gets one or two correct
-    solutions and wrong ones (two wrong candidates may share an answer),
-    shuffled; ``answer`` is the solution's final answer, ``label`` the gold
-    truth (for reporting only).
-    """
-    out = []
-    for qid, (expr, right, confusable, top) in enumerate(questions, start=start_id):
-        n_right = rng.choice([1, 2])
-        answers = [right] * n_right + [near_miss(rng, right, confusable, top) for _ in range(per_question - n_right)]
-        rng.shuffle(answers)
-        for c in answers:
-            out.append({"question": f"What is {expr}?", "choice": f"{expr} = {c}.", "answer": str(c),
-                        "label": int(c == right), "consistency_id": qid})
-    return out
+def wrong_answer(rng: random.Random, a: int, b: int) -> int:
+    """A plausible wrong sum: off by one or two, or the difference instead of the sum."""
+    return near_miss(rng, a + b, abs(a - b), a + b + 2)
 
 
 def verification_claims(questions: list[tuple[int, int]], rng: random.Random, per_question: int = 4,
                         start_id: int = 0) -> list[dict[str, Any]]:
-    """``candidate_claims`` about the sums of the digit pairs ``questions``."""
-    return candidate_claims([sum_question(a, b) for a, b in questions], rng, per_question, start_id)
+    """GSM8K-verification-style claims: ``per_question`` candidate solutions per question.
+
+    Each question gets one or two correct solutions and wrong ones (two wrong
+    candidates may share an answer), shuffled; ``answer`` is the solution's
+    final answer, ``label`` the gold truth (for reporting only).
+    """
+    out = []
+    for qid, (a, b) in enumerate(questions, start=start_id):
+        n_right = rng.choice([1, 2])
+        answers = [a + b] * n_right + [wrong_answer(rng, a, b) for _ in range(per_question - n_right)]
+        rng.shuffle(answers)
+        for c in answers:
+            out.append({"question": f"What is {a} + {b}?", "choice": f"{a} + {b} = {c}.", "answer": str(c),
+                        "label": int(c == a + b), "consistency_id": qid})
+    return out
 
 
 def split_questions(rng: random.Random, n_train: int, n_test: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -167,8 +159,8 @@ CORPUS_RECIPES: dict[str, dict[str, Any]] = {
                   "n_labelled_texts": 6000, "one_kind_share": 0.5},
     "functions": {"labelled_kinds": LABELLED_KINDS, "fact_kinds": RELATIONS + FUNCTIONS, "n_fact_texts": 9000,
                   "n_labelled_texts": 6000, "one_kind_share": 0.3},
-    "lookup": {"labelled_kinds": FUNCTIONS[HELD_OUT_FUNCTIONS:32], "fact_kinds": FUNCTIONS[:32], "n_fact_texts": 6000,
-               "n_labelled_texts": 9000, "one_kind_share": 0.3},
+    "lookup": {"labelled_kinds": FUNCTIONS[HELD_OUT_FUNCTIONS:32], "fact_kinds": FUNCTIONS[:32],
+               "n_fact_texts": 6000, "n_labelled_texts": 9000, "one_kind_share": 0.3},
 }
 
 
