@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from plugins.icm_label.arithmetic import (  # noqa: E402
-    CORPUS_RECIPES, fact_texts, labelled_relations_corpus, split_questions, verification_claims,
+    CORPUS_RECIPES, EXAMPLE_SPLIT, fact_texts, labelled_relations_corpus, split_questions, verification_claims,
 )
 
 SEED = 0
@@ -44,7 +44,7 @@ MODELS = ROOT / "workspace.example" / "transformers"
 
 def make_data() -> None:
     rng = random.Random(SEED)
-    train_q, test_q = split_questions(rng, 12, 25)
+    train_q, test_q = split_questions(rng, *EXAMPLE_SPLIT)
     DATA.mkdir(parents=True, exist_ok=True)
     for name, questions, start in (("train_gsm8k.json", train_q, 0), ("test_gsm8k.json", test_q, 1000)):
         claims = verification_claims(questions, rng, start_id=start)

@@ -70,6 +70,20 @@ def split_questions(rng: random.Random, n_train: int, n_test: int) -> tuple[list
     return pairs[:n_train], pairs[n_train:n_train + n_test]
 
 
+#: questions in the example's train and test claim files; scripts/make_icm_example.py draws them with seed 0
+EXAMPLE_SPLIT = (12, 25)
+
+
+def example_questions(seed: int = 0) -> set[tuple[int, int]]:
+    """The sum questions the example's claim files ask (train and test): never labelled in any corpus."""
+    train, test = split_questions(random.Random(seed), *EXAMPLE_SPLIT)
+    return set(train + test)
+
+
+#: the 63 sums the ``sums`` recipe labels: every pair of digits the example's claim files do not ask about
+LABELLED_SUM_PAIRS = tuple(sorted({(a, b) for a in DIGITS for b in DIGITS} - example_questions()))
+
+
 # --------------------------------------------------------------------------- other relations, labelled elsewhere
 
 RELATIONS = ("difference", "max", "next", "prev", "double", "min")
@@ -90,6 +104,9 @@ UNLABELLED_KINDS = ("min",) + FUNCTIONS[:HELD_OUT_FUNCTIONS]  # facts only, like
 
 def relation_question(rng: random.Random, kind: str) -> tuple[str, int, int, int]:
     """One question of a non-sum relation or function: ``(expression, right value, confusable value, top)``."""
+    if kind == "sum":
+        a, b = rng.choice(LABELLED_SUM_PAIRS)
+        return f"{a} + {b}", a + b, abs(a - b), a + b + 2  # the wrong values of wrong_answer
     if kind in FUNCTION_TABLES:
         x = rng.randrange(10)
         y = FUNCTION_TABLES[kind][x]
@@ -153,7 +170,8 @@ def labelled_claim_texts(rng: random.Random, n_texts: int, kinds: Sequence[str],
 
 # Pretraining recipes tried for the example model (docs/plugins/icm_label.md, "(c)"): labelled claims of five
 # structured relations; of those plus 32 lookup functions (facts of 40); or of 24 lookup functions only, with
-# facts of 32 (the first 8 never labelled) and half again as many labelled runs.
+# facts of 32 (the first 8 never labelled) and half again as many labelled runs; or (``sums``) of the five
+# relations and of the sums the example's claim files never ask about ("sum" twice: 2 of 7 claims are sums).
 CORPUS_RECIPES: dict[str, dict[str, Any]] = {
     "relations": {"labelled_kinds": LABELLED_KINDS[:5], "fact_kinds": RELATIONS, "n_fact_texts": 3000,
                   "n_labelled_texts": 6000, "one_kind_share": 0.5},
@@ -161,15 +179,20 @@ CORPUS_RECIPES: dict[str, dict[str, Any]] = {
                   "n_labelled_texts": 6000, "one_kind_share": 0.3},
     "lookup": {"labelled_kinds": FUNCTIONS[HELD_OUT_FUNCTIONS:32], "fact_kinds": FUNCTIONS[:32],
                "n_fact_texts": 6000, "n_labelled_texts": 9000, "one_kind_share": 0.3},
+    "sums": {"labelled_kinds": LABELLED_KINDS[:5] + ("sum", "sum"), "fact_kinds": RELATIONS, "n_fact_texts": 3000,
+             "n_labelled_texts": 8000, "one_kind_share": 0.4},
 }
 
 
 def labelled_relations_corpus(rng: random.Random, recipe: str = "functions", fact_passes: int = 12) -> list[str]:
     """Pretraining text for an example model: true sums, true facts of other relations, and labelled claims
-    of the recipe's ``labelled_kinds`` only, shuffled. No sum is ever labelled (asserted)."""
+    of the recipe's ``labelled_kinds`` only, shuffled. No question of the example's claim files is ever
+    labelled, and no sum at all unless the recipe labels ``sum`` (asserted)."""
     r = CORPUS_RECIPES[recipe]
     texts = (fact_texts(rng, passes=fact_passes) + relation_fact_texts(rng, r["fact_kinds"], r["n_fact_texts"])
              + labelled_claim_texts(rng, r["n_labelled_texts"], r["labelled_kinds"], one_kind_share=r["one_kind_share"]))
-    assert not any("+" in t and ("True" in t or "False" in t) for t in texts), "a sum must never be labelled"
+    labelled = [t for t in texts if "True" in t or "False" in t]
+    asked = [f"What is {a} + {b}?" for a, b in example_questions()] if "sum" in r["labelled_kinds"] else ["+"]
+    assert not any(q in t for t in labelled for q in asked), "the example's questions must never be labelled"
     rng.shuffle(texts)
     return texts

@@ -428,17 +428,36 @@ class TestExampleCorpus(unittest.TestCase):
             self.assertEqual(int(value), right, expr)
         self.assertNotIn("True", facts)
 
-    def test_the_example_corpus_never_labels_a_sum_or_a_held_out_relation(self):
+    def test_example_questions_are_the_questions_of_the_committed_claim_files(self):
+        from plugins.icm_label.arithmetic import example_questions
+
+        asked = set()
+        for name in ("train_gsm8k.json", "test_gsm8k.json"):
+            for record in json.loads((EXAMPLE / "datasets" / "icm" / "arithmetic" / name).read_text()):
+                a, b = record["question"].removeprefix("What is ").removesuffix("?").split(" + ")
+                asked.add((int(a), int(b)))
+        self.assertEqual(asked, example_questions())
+
+    def test_the_example_corpus_never_labels_an_asked_sum_or_a_held_out_relation(self):
         import re
 
-        from plugins.icm_label.arithmetic import CORPUS_RECIPES, UNLABELLED_KINDS, labelled_relations_corpus
+        from plugins.icm_label.arithmetic import (
+            CORPUS_RECIPES, UNLABELLED_KINDS, example_questions, labelled_relations_corpus,
+        )
 
+        asked = {f"{a} + {b}" for a, b in example_questions()}
         for recipe in CORPUS_RECIPES:
             with self.subTest(recipe=recipe):
                 text = "\n".join(labelled_relations_corpus(random.Random(0), recipe))
                 labelled = re.findall(r"Claim: (.+) = \d+\.\nI think this claim is (?:True|False)", text)
                 self.assertGreater(len(labelled), 50000)
-                self.assertFalse([e for e in labelled if " + " in e or e.split("(")[0] in UNLABELLED_KINDS])
+                self.assertFalse([e for e in labelled if e.split("(")[0] in UNLABELLED_KINDS])
+                sums = {e for e in labelled if " + " in e}
+                if "sum" in CORPUS_RECIPES[recipe]["labelled_kinds"]:  # only sums the claim files never ask
+                    self.assertEqual(len(sums), 100 - len(asked))
+                    self.assertFalse(sums & asked)
+                else:
+                    self.assertFalse(sums)
                 held_out = [f"{k}(" for k in UNLABELLED_KINDS if k in CORPUS_RECIPES[recipe]["fact_kinds"]]
                 for kind in [" + ", *held_out]:
                     self.assertIn(kind, text)  # ... but their true facts are there
