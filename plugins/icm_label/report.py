@@ -10,7 +10,8 @@ from plugins.common.stats import fmt
 TRAJECTORY_COLUMNS = ["batch", "iteration", "claim", "previous", "proposed", "changed", "accepted", "energy",
                       "candidate_energy", "delta", "mp", "inconsistent", "labelled", "accepted_total", "temperature",
                       "accuracy"]
-LABEL_COLUMNS = ["labelling", "labelled", "inconsistent", "accuracy", "accuracy_lo", "accuracy_hi", "accuracy_n"]
+LABEL_COLUMNS = ["labelling", "labelled", "inconsistent", "accuracy", "accuracy_lo", "accuracy_hi", "accuracy_n",
+                 "balanced_accuracy"]
 DOWNSTREAM_COLUMNS = ["condition", "shots", "demo_label_accuracy", "accuracy", "accuracy_lo", "accuracy_hi",
                       "accuracy_n"]
 

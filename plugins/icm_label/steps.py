@@ -131,7 +131,14 @@ def zero_shot(ctx: Any) -> None:
 
 
 def labelling_rows(bed: Testbed, claims: list[Claim], labellings: dict[str, list[int | None]], seed: int) -> list[dict]:
-    """Accuracy against gold (on the claims ICM labelled) and inconsistent pairs, per labelling."""
+    """Accuracy against gold (on the claims ICM labelled) and inconsistent pairs, per labelling.
+
+    Balanced accuracy (the mean of the accuracies on true and on false claims) is there too, because gold
+    labels are rarely half true: GSM8K-style verification has more wrong solutions than right ones, and a
+    labelling that says "false" to everything scores the share of false claims in plain accuracy.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
     from plugins.common.stats import accuracy
 
     rules = constraints(bed, claims)
@@ -144,6 +151,9 @@ def labelling_rows(bed: Testbed, claims: list[Claim], labellings: dict[str, list
         row = {"labelling": name, "labelled": len(scope), "inconsistent": len(inconsistent(rules, masked))}
         if has_gold and scope:
             row["accuracy"] = accuracy([labels[i] == claims[i].label for i in scope], seed=seed)
+            gold = [claims[i].label for i in scope]
+            if len(set(gold)) == 2:
+                row["balanced_accuracy"] = round(float(balanced_accuracy_score(gold, [labels[i] for i in scope])), 4)
         rows.append(row)
     return rows
 

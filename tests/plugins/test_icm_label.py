@@ -272,6 +272,19 @@ class TestSubJobs(unittest.TestCase):
             self.assertIn(expected, out.getvalue())
 
 
+class TestReport(unittest.TestCase):
+    def test_saying_false_to_everything_scores_the_false_share_but_half_balanced(self):
+        from plugins.icm_label.steps import labelling_rows
+
+        claims = arithmetic_claims(8)
+        gold = [c.label for c in claims]
+        rows = labelling_rows(bed("gsm8k"), claims, {"ICM": gold, "all false": [0] * len(claims)}, seed=0)
+        self.assertEqual(rows[0]["balanced_accuracy"], 1.0)
+        self.assertAlmostEqual(rows[1]["accuracy"]["acc"], 1 - sum(gold) / len(gold))
+        self.assertEqual(rows[1]["balanced_accuracy"], 0.5)
+        self.assertEqual(rows[1]["inconsistent"], 0)  # all false breaks no gsm8k rule
+
+
 class _Stub(http.server.BaseHTTPRequestHandler):
     mode = "ok"
     seen: list = []
