@@ -11,7 +11,8 @@ N_BOOT = 2000
 
 def accuracy(correct: Sequence[bool] | Sequence[int], seed: int = 0, confidence: float = 0.95,
              n_boot: int = N_BOOT) -> dict:
-    """``{"acc", "n", "lo", "hi"}``: mean of 0/1 outcomes and its bootstrap interval (``n_boot`` resamples)."""
+    """``{"acc", "n", "lo", "hi"}``: mean of per-item outcomes (0/1, or paired differences) and its bootstrap
+    interval (``n_boot`` resamples)."""
     values = np.asarray(list(correct), dtype=float)
     n = int(values.size)
     if n == 0:

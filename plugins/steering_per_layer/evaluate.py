@@ -12,7 +12,6 @@ answers count as wrong and are counted and shown.
 
 from __future__ import annotations
 
-import random
 from typing import Any, Sequence
 
 from plugins.steering_per_layer.interventions import Intervention, preflight, read_directions
@@ -104,14 +103,13 @@ def predict_generate(model: Any, tokenizer: Any, items: Sequence[Any], prompts: 
 
 
 def bootstrap_diff(base: Sequence[int], steered: Sequence[int], iters: int, seed: int) -> tuple[float, float] | None:
-    """95% percentile interval of mean(steered − base) over items resampled in pairs."""
-    n = len(base)
-    if n == 0 or iters <= 0:
+    """95% percentile interval of mean(steered − base) over items resampled in pairs (``plugins.common.stats``)."""
+    from plugins.common.stats import accuracy
+
+    if not base or iters <= 0:
         return None
-    rng = random.Random(seed)
-    diffs = [s - b for b, s in zip(base, steered)]
-    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(iters))
-    return stats[int(0.025 * (iters - 1))], stats[int(0.975 * (iters - 1))]
+    stat = accuracy([s - b for b, s in zip(base, steered)], seed=seed, n_boot=iters)
+    return stat["lo"], stat["hi"]
 
 
 def summarize(items: Sequence[Any], runs: dict[str, list[dict[str, Any]]], iters: int, seed: int) -> list[dict[str, Any]]:
