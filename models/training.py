@@ -314,6 +314,8 @@ def train_tiny(
                 "steps": steps,
                 "tokens_seen": tokens_seen,
                 "lr": lr,
+                "weight_decay": weight_decay,
+                "warmup_steps": warmup_steps,
                 "batch_size": batch_size,
                 "seq_len": seq_len,
                 "pack": pack,

@@ -1,10 +1,11 @@
-"""Make the icm_label example: arithmetic claims to label, and models that never saw a sum labelled.
+"""Make the icm_label example: arithmetic claims to label, and models that never saw them labelled.
 
     nice -n 10 python scripts/make_icm_example.py                # data + tiny-icm-arith (~8 CPU-minutes, 1 thread)
     python scripts/make_icm_example.py --data-only               # only the data files
     nice -n 10 python scripts/make_icm_example.py --recipe relations --hidden 128 --layers 4   # ~30 CPU-minutes
     nice -n 10 python scripts/make_icm_example.py --recipe functions --hidden 96 --layers 6    # (not committed)
     nice -n 10 python scripts/make_icm_example.py --recipe lookup --steps 9000               # ~100 CPU-minutes
+    nice -n 10 python scripts/make_icm_example.py --recipe sums --steps 4000 --weight-decay 1  # ~42 CPU-minutes
 
 Writes (committed; CI never reruns this):
 
@@ -13,11 +14,15 @@ Writes (committed; CI never reruns this):
   two of them right) in the published ``train_*.json`` format, gold labels for reporting;
 * ``workspace.example/transformers/tiny-icm-arith`` (recipe ``facts``) — a 4-layer Llama-style
   model pretrained with ``models.training`` on true sums of single digits in five phrasings; the
-  words ``True`` and ``False`` never occur in its training text.
+  words ``True`` and ``False`` never occur in its training text;
+* ``workspace.example/transformers/tiny-icm-arith-sums-128x4-wd1`` (recipe ``sums``, 4000 steps,
+  weight decay 1) — the example job's model: it also saw labelled claims about five other relations
+  and about the 63 sums the claim files never ask, so every claim ICM labels is new to it.
 
 The other recipes (``plugins.icm_label.arithmetic.CORPUS_RECIPES``) add facts of other relations
 and many-shot *labelled* claims of some of them in ICM's prompt layout, so that a model learns
-what ``True``/``False`` mean — never about a sum; they write ``tiny-icm-arith-<recipe>-<hidden>x<layers>``
+what ``True``/``False`` mean — never about a sum the claim files ask; they write
+``tiny-icm-arith-<recipe>-<hidden>x<layers>[-wd<weight decay>]``
 (512-token windows, batch 8, 3000 steps unless ``--steps``). What each gave is in docs/plugins/icm_label.md.
 Seed, steps and losses go to each model's ``training_log.json``.
 """
@@ -53,7 +58,7 @@ def make_data() -> None:
 
 
 def train(out: Path, texts: list[str], *, hidden: int, layers: int, steps: int, seq_len: int, batch_size: int,
-          warmup_steps: int, log_every: int = 50) -> None:
+          warmup_steps: int, log_every: int = 50, weight_decay: float = 0.0) -> None:
     """A Llama-style model with a byte-level BPE tokenizer, both trained on ``texts`` (1 thread)."""
     from transformers import LlamaConfig
 
@@ -65,13 +70,13 @@ def train(out: Path, texts: list[str], *, hidden: int, layers: int, steps: int, 
                          max_position_embeddings=2048, tie_word_embeddings=True)
     train_tiny(config, texts, steps=steps, seed=SEED, out_dir=out, tokenizer=tokenizer, lr=3e-3,
                batch_size=batch_size, seq_len=seq_len, warmup_steps=warmup_steps, num_threads=1, log_every=log_every,
-               overwrite=True)
+               weight_decay=weight_decay, overwrite=True)
     log = json.loads((out / "training_log.json").read_text())
     print(f"{out}: {len(texts)} texts, {steps} steps, {log['seconds']:.0f}s, "
           f"loss {log['losses'][0]['loss']:.3f} -> {log['losses'][-1]['loss']:.3f}")
 
 
-def make_model(recipe: str, hidden: int, layers: int, steps: int | None) -> None:
+def make_model(recipe: str, hidden: int, layers: int, steps: int | None, weight_decay: float = 0.0) -> None:
     if recipe == "facts":
         texts = fact_texts(random.Random(SEED))
         assert not any("True" in t or "False" in t for t in texts), "the pretraining text must never label a claim"
@@ -79,8 +84,9 @@ def make_model(recipe: str, hidden: int, layers: int, steps: int | None) -> None
               batch_size=16, warmup_steps=30, log_every=25)  # as committed
         return
     texts = labelled_relations_corpus(random.Random(SEED), recipe)
-    train(MODELS / f"tiny-icm-arith-{recipe}-{hidden}x{layers}", texts, hidden=hidden, layers=layers,
-          steps=steps or 3000, seq_len=512, batch_size=8, warmup_steps=100)
+    name = f"tiny-icm-arith-{recipe}-{hidden}x{layers}" + (f"-wd{weight_decay:g}" if weight_decay else "")
+    train(MODELS / name, texts, hidden=hidden, layers=layers, steps=steps or 3000, seq_len=512, batch_size=8,
+          warmup_steps=100, weight_decay=weight_decay)
 
 
 def main() -> None:
@@ -90,10 +96,11 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: 600 for facts, else 3000)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     args = parser.parse_args()
     make_data()
     if not args.data_only:
-        make_model(args.recipe, args.hidden, args.layers, args.steps)
+        make_model(args.recipe, args.hidden, args.layers, args.steps, args.weight_decay)
 
 
 if __name__ == "__main__":
