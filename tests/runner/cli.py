@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,10 +32,16 @@ def run_cli(args: Sequence[str], sites: Sequence[str] = ("site_good",), timeout:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _default_sigint() -> None:
+    # a suite started in the background (`cmd &`) inherits SIGINT ignored, and so would the CLI: Python then
+    # never raises KeyboardInterrupt. Give the CLI the default handler, as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args: Sequence[str], sites: Sequence[str] = ("site_good",)) -> subprocess.Popen:
-    """Start the CLI in its own session (so a test can signal its whole process group)."""
+    """Start the CLI in its own session (so a test can signal its whole process group), Ctrl-C enabled."""
     return subprocess.Popen([sys.executable, str(MAIN), *args], env=cli_env(sites), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_default_sigint)
 
 
 def wait_for(path: Path, seconds: float = 60) -> None:
