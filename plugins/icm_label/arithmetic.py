@@ -39,9 +39,15 @@ def near_miss(rng: random.Random, right: int, confusable: int, top: int) -> int:
     return rng.choice(sorted(v for v in options if 0 <= v <= top))
 
 
+def sum_question(a: int, b: int) -> tuple[str, int, int, int]:
+    """``(expression, right value, confusable value, top)`` of ``a + b``: the difference is the confusable wrong sum."""
+    return f"{a} + {b}", a + b, abs(a - b), a + b + 2
+
+
 def wrong_answer(rng: random.Random, a: int, b: int) -> int:
     """A plausible wrong sum: off by one or two, or the difference instead of the sum."""
-    return near_miss(rng, a + b, abs(a - b), a + b + 2)
+    _, right, confusable, top = sum_question(a, b)
+    return near_miss(rng, right, confusable, top)
 
 
 def verification_claims(questions: list[tuple[int, int]], rng: random.Random, per_question: int = 4,
@@ -103,10 +109,10 @@ UNLABELLED_KINDS = ("min",) + FUNCTIONS[:HELD_OUT_FUNCTIONS]  # facts only, like
 
 
 def relation_question(rng: random.Random, kind: str) -> tuple[str, int, int, int]:
-    """One question of a non-sum relation or function: ``(expression, right value, confusable value, top)``."""
+    """One question of a relation or function: ``(expression, right value, confusable value, top)``; ``sum``
+    draws only from ``LABELLED_SUM_PAIRS``."""
     if kind == "sum":
-        a, b = rng.choice(LABELLED_SUM_PAIRS)
-        return f"{a} + {b}", a + b, abs(a - b), a + b + 2  # the wrong values of wrong_answer
+        return sum_question(*rng.choice(LABELLED_SUM_PAIRS))
     if kind in FUNCTION_TABLES:
         x = rng.randrange(10)
         y = FUNCTION_TABLES[kind][x]

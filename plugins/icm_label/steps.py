@@ -144,14 +144,14 @@ def labelling_rows(bed: Testbed, claims: list[Claim], labellings: dict[str, list
     rules = constraints(bed, claims)
     icm = labellings["ICM"]
     scope = [i for i, y in enumerate(icm) if y is not None]
-    has_gold = all(claims[i].label is not None for i in scope)
+    gold = [claims[i].label for i in scope]
+    has_gold = None not in gold
     rows = []
     for name, labels in labellings.items():
         masked = [labels[i] if icm[i] is not None else None for i in range(len(claims))]
         row = {"labelling": name, "labelled": len(scope), "inconsistent": len(inconsistent(rules, masked))}
         if has_gold and scope:
-            row["accuracy"] = accuracy([labels[i] == claims[i].label for i in scope], seed=seed)
-            gold = [claims[i].label for i in scope]
+            row["accuracy"] = accuracy([labels[i] == g for i, g in zip(scope, gold)], seed=seed)
             if len(set(gold)) == 2:
                 row["balanced_accuracy"] = round(float(balanced_accuracy_score(gold, [labels[i] for i in scope])), 4)
         rows.append(row)
